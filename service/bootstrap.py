@@ -1,0 +1,48 @@
+"""The composition root: builds every object of the service from the settings. Nothing else
+constructs engines, stores or hooks, and nothing is built at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from service.hooks.loader import load_hooks
+from service.hooks.runner import HookRunner
+from service.ledger.database import create_engine, migrate
+from service.ledger.postgres import PostgresStore
+from service.ledger.sqlite import SqliteStore
+from service.ledger.store import LedgerStore, transient_errors
+from service.pipeline import Pipeline
+from service.projections.queries import ProjectionQueries
+from service.settings import Settings
+
+__all__ = ["Ledger", "open_ledger"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    settings: Settings
+    store: LedgerStore
+    queries: ProjectionQueries
+    pipeline: Pipeline
+
+
+@asynccontextmanager
+async def open_ledger(
+    settings: Settings, *, run_migrations: bool = True, with_hooks: bool = True
+) -> AsyncIterator[Ledger]:
+    engine = create_engine(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        if run_migrations:
+            with transient_errors():
+                await migrate(engine)
+        store: LedgerStore = SqliteStore(engine) if engine.dialect.name == "sqlite" else PostgresStore(engine)
+        hooks = HookRunner(
+            load_hooks(settings.hook_names, settings) if with_hooks else [],
+            timeout=settings.hook_timeout,
+            fail_closed=settings.hooks_fail_closed,
+        )
+        yield Ledger(settings, store, ProjectionQueries(engine), Pipeline(store, hooks))
+    finally:
+        await engine.dispose()

@@ -1,0 +1,223 @@
+"""`connledger`: the ledger from the command line. An edge: it decodes arguments, calls the
+ledger built by the composition root, and prints."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from service.bootstrap import Ledger, open_ledger
+from service.cli.importer import MAX_REPORTED, import_stream, open_input
+from service.cli.output import Output
+from service.errors import ConfigurationError, TransientError
+from service.ledger.records import record_json, rejected_to_dict
+from service.settings import load_settings, settings_help
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON even on a terminal.")
+
+
+def _run(work: Callable[[Ledger], Awaitable[T]], **ledger_options: Any) -> T:
+    """Open the ledger from the settings, run `work`, and turn known failures into messages."""
+
+    async def runner() -> T:
+        async with open_ledger(load_settings(), **ledger_options) as ledger:
+            return await work(ledger)
+
+    try:
+        return asyncio.run(runner())
+    except ConfigurationError as error:
+        raise click.UsageError(str(error)) from None
+    except TransientError as error:
+        raise click.ClickException(
+            f"{error}. Check LEDGER_DATABASE_URL and that the database is up."
+        ) from None
+
+
+@click.group(epilog=settings_help(), context_settings={"max_content_width": 110})
+def cli() -> None:
+    """Connection Ledger: the authoritative, replayable record of who is connected to which
+    realtime session."""
+
+
+@cli.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (the service does this at start too)."""
+
+    async def work(ledger: Ledger) -> None:
+        return None
+
+    _run(work)
+    click.echo("the database is at the latest schema", err=True)
+
+
+@cli.command("import")
+@click.argument("path", metavar="FILE|-")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 20_000),
+    default=2000,
+    show_default=True,
+    help="Lines appended per transaction.",
+)
+@json_option
+def import_(path: str, batch_size: int, as_json: bool) -> None:
+    """Import NDJSON events (native or Vonage bodies) from FILE, or stdin with '-'.
+
+    Runs the hooks; rejected lines are stored (see `connledger rejected`), never fatal."""
+    out = Output(as_json)
+    try:
+        stream, name, size = open_input(path)
+    except OSError as error:
+        raise click.BadParameter(f"cannot read {path!r}: {error.strerror}", param_hint="FILE") from None
+
+    async def work(ledger: Ledger) -> Any:
+        if not sys.stderr.isatty():
+            return await import_stream(ledger.pipeline, stream, name, batch_size)
+        from rich.progress import BarColumn, Progress, TransferSpeedColumn
+
+        with Progress(
+            *Progress.get_default_columns(), BarColumn(), TransferSpeedColumn(), transient=True
+        ) as bar:
+            task = bar.add_task(f"importing {name}", total=size)
+            return await import_stream(
+                ledger.pipeline,
+                stream,
+                name,
+                batch_size,
+                lambda done: bar.update(task, completed=done),
+            )
+
+    try:
+        report = _run(work)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    for line, rejected in report.rejected_lines:
+        field = f" ({rejected.field})" if rejected.field else ""
+        click.echo(f"line {line}: {rejected.code.value}{field}: {rejected.message}", err=True)
+    if report.rejected > MAX_REPORTED:
+        click.echo(
+            f"... and {report.rejected - MAX_REPORTED} more rejected lines: "
+            "`connledger rejected` lists them all",
+            err=True,
+        )
+    out.document(report.summary(), title=f"import {name}")
+
+
+@cli.command()
+@click.argument("session_id", metavar="SESSION")
+@json_option
+def count(session_id: str, as_json: bool) -> None:
+    """A session's live connection count."""
+    out = Output(as_json)
+
+    async def work(ledger: Ledger) -> dict[str, Any]:
+        return await ledger.queries.count(session_id)
+
+    out.document(_run(work, with_hooks=False), title=f"session {session_id}")
+
+
+@cli.command()
+@click.option("--all", "everything", is_flag=True, help="Every session with a record, not only active ones.")
+@json_option
+def sessions(everything: bool, as_json: bool) -> None:
+    """Sessions with their counts: active ones, or --all."""
+    out = Output(as_json)
+
+    async def work(ledger: Ledger) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            page = await ledger.queries.sessions(active=not everything, limit=1000, cursor=cursor)
+            if out.json:
+                out.lines(orjson.dumps(s) for s in page.sessions)
+            else:
+                found.extend(page.sessions)
+            if page.next is None:
+                return found
+            cursor = page.next
+
+    rows = _run(work, with_hooks=False)
+    if not out.json:
+        out.table(["session", "count"], ([s["sessionId"], s["count"]] for s in rows))
+    out.flush()
+
+
+@cli.command()
+@click.option("--session", "session_id", metavar="ID", help="Only this session's records.")
+@click.option("--after", type=click.IntRange(min=0), default=0, help="Records after this position.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many records.")
+@json_option
+def replay(session_id: str | None, after: int, limit: int | None, as_json: bool) -> None:
+    """Ledger records in position order, as NDJSON (streamed, any size)."""
+    out = Output(as_json)
+
+    async def work(ledger: Ledger) -> None:
+        records = ledger.store.records(after=after, session_id=session_id, limit=limit)
+        async with aclosing(records) as pages:
+            async for rows in pages:
+                if out.json:
+                    out.lines(map(record_json, rows))
+                else:
+                    out.table(
+                        ["position", "seq", "session", "type", "connection", "reason", "prevented", "count"],
+                        (
+                            [r[0], r[1], r[3], r[4], r[7], r[10], r[12] or bool(r[11]), r[13]]
+                            for r in map(tuple, rows)
+                        ),
+                    )
+        out.flush()
+
+    _run(work, with_hooks=False)
+
+
+@cli.command()
+def rebuild() -> None:
+    """Drop the projections and rebuild them from the ledger (hooks are not called)."""
+
+    async def work(ledger: Ledger) -> int:
+        return await ledger.store.rebuild()
+
+    head = _run(work, with_hooks=False)
+    click.echo(f"projections rebuilt from the ledger up to position {head}", err=True)
+
+
+@cli.command()
+@click.option("--after", type=click.IntRange(min=0), default=0, help="Rejections after this id.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many.")
+@json_option
+def rejected(after: int, limit: int | None, as_json: bool) -> None:
+    """Messages that could not be appended, with why (the raw bytes base64 in JSON)."""
+    out = Output(as_json)
+
+    async def work(ledger: Ledger) -> None:
+        async with aclosing(ledger.store.rejected(after=after, limit=limit)) as pages:
+            async for rows in pages:
+                items = [rejected_to_dict(r) for r in rows]
+                if out.json:
+                    out.lines(orjson.dumps(i) for i in items)
+                else:
+                    out.table(
+                        ["id", "received", "source", "code", "field", "message"],
+                        (
+                            [i["id"], i["receivedAt"], i["source"], i["code"], i["field"], i["message"]]
+                            for i in items
+                        ),
+                    )
+        out.flush()
+
+    _run(work, with_hooks=False)
+
+
+def main() -> None:
+    cli(prog_name="connledger")

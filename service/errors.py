@@ -1,0 +1,66 @@
+"""The one exception tree of Connection Ledger.
+
+    LedgerError                      anything the service raises on purpose
+    ├── ConfigurationError           a LEDGER_* setting is wrong; names the setting
+    ├── RejectedInput                an input message that can never be appended
+    │                                (carries a RejectCode, a message and the field)
+    ├── TransientError               the database or NATS is unreachable now; retry, ack nothing
+    └── HookLoadError                a configured hook cannot be found or is not callable
+
+A `RejectedInput` is data, not a failure of the service: the pipeline turns it into a stored
+rejection and acknowledges the message. A `TransientError` is the opposite: nothing is
+acknowledged and the same input is tried again later.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "ConfigurationError",
+    "HookLoadError",
+    "LedgerError",
+    "RejectCode",
+    "RejectedInput",
+    "TransientError",
+]
+
+
+class RejectCode(StrEnum):
+    """Why a message could not be appended (CONTRACT section 6)."""
+
+    MALFORMED_JSON = "malformed_json"
+    INVALID_FIELD = "invalid_field"
+    UNKNOWN_TYPE = "unknown_type"
+    TOO_LARGE = "too_large"
+    SUBJECT_MISMATCH = "subject_mismatch"
+    CONFLICT = "conflict"
+
+
+class LedgerError(Exception):
+    """Base of every exception the service raises on purpose."""
+
+
+class ConfigurationError(LedgerError):
+    """A setting is missing or wrong. The message names the setting and what to do."""
+
+
+class HookLoadError(ConfigurationError):
+    """A hook named in LEDGER_HOOKS (or an entry point) cannot be loaded."""
+
+
+class TransientError(LedgerError):
+    """A dependency is unavailable for now; the input must be retried, not rejected."""
+
+
+class RejectedInput(LedgerError):
+    """An input that breaks a rule of the contract; it is stored as a rejection."""
+
+    def __init__(self, code: RejectCode, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"error": self.code.value, "message": self.message, "field": self.field}

@@ -1,0 +1,276 @@
+"""The event model: connection events, their two body formats, and every field rule.
+
+Pure: no I/O, no imports from the rest of the service but the error tree. `decode()` is on the
+ingest hot path, so it checks fields by hand in the order the contract lists them instead of
+building a validation model per message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+import orjson
+
+from service.errors import RejectCode, RejectedInput
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "NATIVE_REASONS",
+    "Event",
+    "EventType",
+    "Ignored",
+    "SourceFormat",
+    "decode",
+    "subject_tokens",
+]
+
+MAX_BODY_BYTES: Final = 64 * 1024
+MAX_DATA_CHARS: Final = 1000
+# Year 9999 in epoch milliseconds: larger numbers are not timestamps, and they must fit BIGINT.
+MAX_EPOCH_MS: Final = 253_402_300_799_999
+
+_ID_RE: Final = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# Characters that are safe both in one NATS subject token and in a URL path segment.
+_SESSION_RE: Final = re.compile(r"[A-Za-z0-9\-_~=:]{1,256}")
+
+
+class EventType(StrEnum):
+    CREATED = "connectionCreated"
+    DESTROYED = "connectionDestroyed"
+
+
+class SourceFormat(StrEnum):
+    NATIVE = "native"
+    VONAGE = "vonage"
+
+
+NATIVE_REASONS: Final = frozenset({"clientDisconnected", "forceDisconnected", "networkDisconnected"})
+_TYPES: Final = {t.value: t for t in EventType}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One valid connection event, normalised from either body format."""
+
+    id: str
+    type: EventType
+    session_id: str
+    timestamp: int
+    connection_id: str
+    creation_time: int
+    data: str | None
+    reason: str | None
+    source_format: SourceFormat = SourceFormat.NATIVE
+    project_id: str | None = None
+
+    def content(self) -> tuple[object, ...]:
+        """What makes two events with one id the same event (key order and spacing aside)."""
+        return (
+            self.type.value,
+            self.session_id,
+            self.timestamp,
+            self.connection_id,
+            self.creation_time,
+            self.data,
+            self.reason,
+            self.project_id,
+        )
+
+    def to_native(self) -> dict[str, Any]:
+        """The native body of this event (what a producer would publish)."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type.value,
+            "sessionId": self.session_id,
+            "timestamp": self.timestamp,
+            "connection": {
+                "connectionId": self.connection_id,
+                "creationTime": self.creation_time,
+                "data": self.data,
+            },
+        }
+        if self.reason is not None:
+            body["reason"] = self.reason
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A well-formed body the ledger does not record (a Vonage stream or session event)."""
+
+    kind: str
+
+
+def _invalid(field: str | None, message: str) -> RejectedInput:
+    return RejectedInput(RejectCode.INVALID_FIELD, message, field)
+
+
+def _epoch_ms(value: object, field: str) -> int:
+    # `type(...) is int` on purpose: JSON true/false arrive as bool, a subclass of int.
+    if type(value) is not int or not 0 <= value <= MAX_EPOCH_MS:
+        raise _invalid(field, f"{field} must be an integer count of milliseconds since the epoch")
+    return value
+
+
+def _text(value: object, field: str, max_chars: int, *, required: bool) -> str | None:
+    if value is None:
+        if required:
+            raise _invalid(field, f"{field} is required: a string of 1 to {max_chars} characters")
+        return None
+    if type(value) is not str or not (1 if required else 0) <= len(value) <= max_chars:
+        limits = f"1 to {max_chars}" if required else f"at most {max_chars}"
+        raise _invalid(field, f"{field} must be a string of {limits} characters")
+    if "\x00" in value:
+        raise _invalid(field, f"{field} must not contain the NUL character")
+    return value
+
+
+def _session_id(value: object, field: str = "sessionId") -> str:
+    if type(value) is not str or _SESSION_RE.fullmatch(value) is None:
+        raise _invalid(
+            field,
+            f"{field} must be 1 to 256 characters of A-Z a-z 0-9 - _ ~ = : "
+            "(safe in a NATS subject and a URL path)",
+        )
+    return value
+
+
+def _object(value: object, field: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise _invalid(field, f"{field} must be a JSON object")
+    return value
+
+
+def _decode_native(body: dict[str, Any], type_: EventType) -> Event:
+    event_id = body.get("id")
+    if type(event_id) is not str or _ID_RE.fullmatch(event_id) is None:
+        raise _invalid("id", "id is required: 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+    session_id = _session_id(body.get("sessionId"))
+    timestamp = _epoch_ms(body.get("timestamp"), "timestamp")
+    connection = _object(body.get("connection"), "connection")
+    connection_id = _text(connection.get("connectionId"), "connection.connectionId", 256, required=True)
+    creation_time = _epoch_ms(connection.get("creationTime"), "connection.creationTime")
+    data = _text(connection.get("data"), "connection.data", MAX_DATA_CHARS, required=False)
+    reason = body.get("reason")
+    if type_ is EventType.DESTROYED:
+        if reason not in NATIVE_REASONS:
+            raise _invalid(
+                "reason",
+                "reason must be clientDisconnected, forceDisconnected or networkDisconnected "
+                "on connectionDestroyed",
+            )
+    elif reason is not None:
+        raise _invalid("reason", "reason must be absent on connectionCreated")
+    assert connection_id is not None
+    return Event(event_id, type_, session_id, timestamp, connection_id, creation_time, data, reason)
+
+
+def vonage_event_id(session_id: str, connection_id: str, kind: str, timestamp: int) -> str:
+    """The deterministic id of a Vonage callback: a retried callback gets the same one."""
+    key = orjson.dumps([session_id, connection_id, kind, timestamp])
+    return "vonage:" + hashlib.sha256(key).hexdigest()[:40]
+
+
+def _decode_vonage(body: dict[str, Any]) -> Event | Ignored:
+    kind = body.get("event")
+    if type(kind) is not str:
+        raise _invalid("event", "event must be a string naming a Vonage session monitoring event")
+    type_ = _TYPES.get(kind)
+    if type_ is None:
+        return Ignored(kind)
+    session_id = _session_id(body.get("sessionId"))
+    project = body.get("projectId")
+    if project is not None and type(project) is not int:
+        project = _text(project, "projectId", 256, required=False)
+    timestamp = _epoch_ms(body.get("timestamp"), "timestamp")
+    connection = _object(body.get("connection"), "connection")
+    connection_id = _text(connection.get("id"), "connection.id", 256, required=True)
+    creation_time = _epoch_ms(connection.get("createdAt"), "connection.createdAt")
+    data = _text(connection.get("data"), "connection.data", MAX_DATA_CHARS, required=False)
+    reason = _text(body.get("reason"), "reason", 256, required=False)
+    assert connection_id is not None
+    return Event(
+        vonage_event_id(session_id, connection_id, kind, timestamp),
+        type_,
+        session_id,
+        timestamp,
+        connection_id,
+        creation_time,
+        data,
+        reason,
+        SourceFormat.VONAGE,
+        None if project is None else str(project),
+    )
+
+
+def subject_tokens(subject: str, prefix: str) -> tuple[str, str] | None:
+    """`<prefix>.<sessionId>.<type>` -> (sessionId, type); None for any other shape."""
+    head, sep, rest = subject.partition(".")
+    if head != prefix or not sep:
+        return None
+    session, sep, type_ = rest.partition(".")
+    if not sep or not session or not type_ or "." in type_:
+        return None
+    return session, type_
+
+
+def decode(raw: bytes, subject: str | None = None, prefix: str = "connections") -> Event | Ignored:
+    """Decode one body in either format, checking the rules in the contract's order:
+    size, JSON, type, field rules, then agreement with the subject (when there is one).
+
+    Raises RejectedInput with the code of the first broken rule.
+    """
+    if len(raw) > MAX_BODY_BYTES:
+        raise RejectedInput(
+            RejectCode.TOO_LARGE,
+            f"the body is {len(raw)} bytes; at most {MAX_BODY_BYTES} are accepted",
+        )
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RejectedInput(RejectCode.MALFORMED_JSON, f"the body is not valid JSON: {exc}") from None
+    if type(body) is not dict:
+        raise _invalid(None, "the body must be a JSON object")
+
+    if "type" not in body and "event" in body:
+        decoded = _decode_vonage(body)
+        if isinstance(decoded, Ignored):
+            return decoded
+    else:
+        kind = body.get("type")
+        if type(kind) is not str:
+            raise _invalid("type", "type is required: connectionCreated or connectionDestroyed")
+        type_ = _TYPES.get(kind)
+        if type_ is None:
+            raise RejectedInput(
+                RejectCode.UNKNOWN_TYPE,
+                f"type {kind[:64]!r} names no connection event; use connectionCreated or connectionDestroyed",
+                "type",
+            )
+        decoded = _decode_native(body, type_)
+
+    if subject is not None:
+        tokens = subject_tokens(subject, prefix)
+        if tokens is None:
+            raise RejectedInput(
+                RejectCode.SUBJECT_MISMATCH,
+                f"subject {subject!r} is not {prefix}.<sessionId>.<type>",
+                "subject",
+            )
+        if tokens[0] != decoded.session_id:
+            raise RejectedInput(
+                RejectCode.SUBJECT_MISMATCH,
+                f"sessionId {decoded.session_id!r} does not match the subject's {tokens[0]!r}",
+                "sessionId",
+            )
+        if tokens[1] != decoded.type.value:
+            raise RejectedInput(
+                RejectCode.SUBJECT_MISMATCH,
+                f"type {decoded.type.value!r} does not match the subject's {tokens[1]!r}",
+                "type",
+            )
+    return decoded

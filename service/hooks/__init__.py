@@ -1,0 +1,16 @@
+"""preventDefault hooks: the cancelable event, loading hooks, and running them with timeouts."""
+
+from service.hooks.event import CancelableEvent, ConnectionView
+from service.hooks.loader import HookFactory, NamedHook, load_hooks
+from service.hooks.runner import Decision, HookFailure, HookRunner
+
+__all__ = [
+    "CancelableEvent",
+    "ConnectionView",
+    "Decision",
+    "HookFactory",
+    "HookFailure",
+    "HookRunner",
+    "NamedHook",
+    "load_hooks",
+]

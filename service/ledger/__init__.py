@@ -1,0 +1,1 @@
+"""The immutable ledger: tables, the append path, and reading by position."""

@@ -1,0 +1,107 @@
+"""Engines and migrations for the two supported databases.
+
+SQLite is set up for one writer and many readers: WAL, a busy timeout, and transactions begun
+explicitly (the sqlite3 module's own implicit BEGIN is turned off), so that the append path can
+take the write lock at its start with BEGIN IMMEDIATE instead of failing to upgrade a read lock
+halfway through.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from service.errors import ConfigurationError
+
+__all__ = ["MIGRATIONS_DIR", "create_engine", "dialect_of", "migrate"]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+SUPPORTED = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def dialect_of(engine: AsyncEngine) -> str:
+    return engine.dialect.name
+
+
+def create_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 5) -> AsyncEngine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigurationError(
+            f"LEDGER_DATABASE_URL: {url!r} is not a database URL; use sqlite+aiosqlite:///path "
+            "or postgresql+asyncpg://user@host/db"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED:
+        raise ConfigurationError(
+            f"LEDGER_DATABASE_URL: {backend!r} is not supported; use SQLite or PostgreSQL"
+        )
+    driver = SUPPORTED[backend]
+    if parsed.drivername != driver:
+        # postgresql:// and sqlite:// mean the async drivers the service runs on.
+        parsed = parsed.set(drivername=driver)
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
+        _configure_sqlite(engine, sqlite_synchronous)
+        return engine
+    return create_async_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to us (and to SQLAlchemy's "begin" below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "")
+        connection.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head", *, downgrade: bool = False) -> None:
+    """Run the Alembic migrations on `engine` (upgrade to, or downgrade to, `revision`)."""
+
+    def run(connection: Connection) -> None:
+        config = _alembic_config()
+        config.attributes["connection"] = connection
+        if downgrade:
+            command.downgrade(config, revision)
+        else:
+            command.upgrade(config, revision)
+
+    async with engine.connect() as connection:
+        await connection.run_sync(run)
+        await connection.commit()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    def read(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async with engine.connect() as connection:
+        return await connection.run_sync(read)

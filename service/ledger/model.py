@@ -1,0 +1,109 @@
+"""What goes into the append path and what comes out of it. Pure data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from service.errors import RejectCode
+from service.events import Event
+from service.hooks.runner import ALLOWED, Decision
+
+__all__ = [
+    "Appended",
+    "Candidate",
+    "Duplicate",
+    "ExistingEvent",
+    "IgnoredInput",
+    "Incoming",
+    "Outcome",
+    "Rejected",
+    "Rejection",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One message as it arrived, kept whole so that a rejection can store it."""
+
+    raw: bytes
+    received_at: int
+    source: str = "nats"
+    subject: str | None = None
+    headers: Mapping[str, str] | None = None
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A valid event on its way into the ledger, with the hooks' decision."""
+
+    event: Event
+    incoming: Incoming
+    decision: Decision = ALLOWED
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An input that will not be appended, stored whole in the rejected table."""
+
+    incoming: Incoming
+    code: RejectCode
+    message: str
+    field: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingEvent:
+    position: int
+    content: tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    position: int
+    sequence: int
+    count: int
+    prevented: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    code: RejectCode
+    message: str
+    field: str | None = None
+    raw: bytes = b""
+    subject: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoredInput:
+    kind: str
+
+
+Outcome = Appended | Duplicate | Rejected | IgnoredInput
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Outcomes in input order, and the ledger head after the batch."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    head: int = 0
+
+    def tally(self) -> dict[str, int]:
+        counts = {"appended": 0, "duplicates": 0, "rejected": 0, "ignored": 0}
+        for outcome in self.outcomes:
+            if isinstance(outcome, Appended):
+                counts["appended"] += 1
+            elif isinstance(outcome, Duplicate):
+                counts["duplicates"] += 1
+            elif isinstance(outcome, Rejected):
+                counts["rejected"] += 1
+            else:
+                counts["ignored"] += 1
+        return counts

@@ -1,0 +1,127 @@
+"""Tables, in SQLAlchemy Core. The database itself is created only by the Alembic migrations
+in `migrations/`; this module describes the same tables for queries (a test checks that the
+two agree).
+
+Times are integer epoch milliseconds everywhere: SQLite has no zone-aware timestamp type, and
+the contract speaks in milliseconds.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = [
+    "LEDGER_COLUMNS",
+    "checkpoints",
+    "connection_ledger",
+    "ledger_sessions",
+    "metadata",
+    "projection_connections",
+    "projection_sessions",
+    "rejected_messages",
+]
+
+# SQLite autoincrements only an INTEGER PRIMARY KEY (the rowid); PostgreSQL wants BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+connection_ledger = Table(
+    "connection_ledger",
+    metadata,
+    # Assigned by the append path under the writer lock, never by a database sequence: see
+    # ledger/postgres.py for why that is what keeps positions gap-free and in commit order.
+    Column("position", BigId, primary_key=True, autoincrement=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("event_id", String(128), nullable=False),
+    Column("session_id", String(256), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("event_time", BigInteger, nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+    Column("connection_id", String(256), nullable=False),
+    Column("creation_time", BigInteger, nullable=False),
+    Column("data", Text, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("default_prevented", Boolean, nullable=False),
+    Column("prevented_by", Text, nullable=True),
+    Column("hook_failures", Text, nullable=True),
+    Column("source_format", String(16), nullable=False),
+    Column("project_id", String(256), nullable=True),
+    Column("count_after", BigInteger, nullable=False),
+    UniqueConstraint("event_id", name="uq_connection_ledger_event_id"),
+    UniqueConstraint("session_id", "sequence", name="uq_connection_ledger_session_sequence"),
+)
+
+# The column order of a ledger row as the append path writes it and the readers read it.
+LEDGER_COLUMNS: tuple[str, ...] = tuple(c.name for c in connection_ledger.columns)
+
+# Ledger bookkeeping, not a projection: each session's last sequence number.
+ledger_sessions = Table(
+    "ledger_sessions",
+    metadata,
+    Column("session_id", String(256), primary_key=True),
+    Column("last_sequence", BigInteger, nullable=False),
+    Column("first_position", BigInteger, nullable=False),
+    Column("last_position", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+projection_connections = Table(
+    "projection_connections",
+    metadata,
+    Column("session_id", String(256), primary_key=True),
+    Column("connection_id", String(256), primary_key=True),
+    # False is a tombstone: the connection was destroyed and never comes back.
+    Column("live", Boolean, nullable=False),
+    Column("creation_time", BigInteger, nullable=False),
+    Column("data", Text, nullable=True),
+    Column("created_position", BigInteger, nullable=True),
+    Column("destroyed_position", BigInteger, nullable=True),
+    Column("reason", Text, nullable=True),
+    sqlite_with_rowid=False,
+)
+
+projection_sessions = Table(
+    "projection_sessions",
+    metadata,
+    Column("session_id", String(256), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    CheckConstraint("count >= 0", name="ck_projection_sessions_count_not_negative"),
+    sqlite_with_rowid=False,
+)
+Index("ix_projection_sessions_active", projection_sessions.c.count)
+
+checkpoints = Table(
+    "projection_checkpoints",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+rejected_messages = Table(
+    "rejected_messages",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("received_at", BigInteger, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("subject", Text, nullable=True),
+    Column("headers", Text, nullable=True),
+    Column("raw", LargeBinary, nullable=False),
+    Column("code", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("field", Text, nullable=True),
+)
+Index("ix_rejected_messages_code", rejected_messages.c.code)

@@ -1,0 +1,131 @@
+"""The ledger store: one class per database behind one interface.
+
+The append path and the projection fold are written once (`append.py`, `projections/fold.py`);
+a store supplies the transaction that holds the writer lock, the fetches and the bulk writes,
+each in the fastest form its driver offers. Record reads are keyset-paged by position so that
+any amount of history streams in constant memory without holding a transaction open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.errors import TransientError
+from service.ledger.append import WriteUnit, append_batch
+from service.ledger.model import Candidate, ExistingEvent, Outcome, Rejection
+
+__all__ = ["READ_CHUNK", "LedgerStore", "now_ms", "transient_errors"]
+
+READ_CHUNK = 5000
+# SQLSTATE classes that mean "try again": connection exception, insufficient resources,
+# operator intervention (shutdown, cannot connect now), transaction rollback (deadlock).
+_TRANSIENT_SQLSTATE_CLASSES = {"08", "53", "57", "40"}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _is_transient(error: BaseException) -> bool:
+    if isinstance(error, (OSError, TimeoutError, ConnectionError)):
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        return _is_transient(error.orig) if error.orig is not None else False
+    if isinstance(error, sqlite3.OperationalError):
+        text = str(error)
+        return "locked" in text or "busy" in text or "unable to open" in text or "disk I/O" in text
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES:
+        return True
+    # asyncpg's InterfaceError / ConnectionDoesNotExistError have no SQLSTATE class of their own.
+    return type(error).__name__ in {"ConnectionDoesNotExistError", "InterfaceError"}
+
+
+@contextmanager
+def transient_errors() -> Iterator[None]:
+    """Turn "the database is unreachable now" into TransientError; let real bugs through."""
+    try:
+        yield
+    except TransientError:
+        raise
+    except Exception as error:
+        if _is_transient(error):
+            raise TransientError(f"the database is unavailable: {type(error).__name__}: {error}") from error
+        raise
+
+
+class LedgerStore(ABC):
+    """The ledger on one database. Subclasses: SqliteStore, PostgresStore."""
+
+    dialect: str
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @abstractmethod
+    def write(self) -> AbstractAsyncContextManager[WriteUnit]:
+        """A transaction holding the writer lock; commits on a clean exit."""
+
+    @abstractmethod
+    async def known(self, ids: Sequence[str]) -> dict[str, ExistingEvent]:
+        """Events already in the ledger, read without the lock (a hint; append re-checks)."""
+
+    @abstractmethod
+    async def rebuild(self) -> int:
+        """Drop the projections and rebuild them from the ledger; returns the head position."""
+
+    @abstractmethod
+    def records(
+        self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
+    ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+        """Ledger records (records.RECORD_COLUMNS) in position order, in chunks."""
+
+    @abstractmethod
+    def rejected(
+        self, *, after: int = 0, limit: int | None = None
+    ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+        """Rejected messages (records.REJECTED_COLUMNS) in id order, in chunks."""
+
+    async def append(
+        self, candidates: Sequence[Candidate], rejections: Sequence[Rejection] = ()
+    ) -> tuple[list[Outcome], int]:
+        """Append a batch in one transaction; see append.append_batch."""
+        with transient_errors():
+            async with self.write() as unit:
+                return await append_batch(unit, candidates, rejections, now_ms())
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def keyset_pages(
+    fetch_page: Any, after: int, limit: int | None
+) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+    """Page through rows whose first column is a strictly increasing key, READ_CHUNK at a time.
+
+    `fetch_page(last_key, n)` returns up to n rows with keys above last_key, in key order.
+    Each page is its own short query, so no transaction stays open while a slow client reads.
+    """
+    remaining = limit
+    last = after
+    while remaining is None or remaining > 0:
+        size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+        rows: list[tuple[Any, ...]] = await fetch_page(last, size)
+        if not rows:
+            return
+        yield rows
+        last = rows[-1][0]
+        if remaining is not None:
+            remaining -= len(rows)
+        if len(rows) < size:
+            return

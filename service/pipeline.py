@@ -1,0 +1,96 @@
+"""The pipeline, written once for every edge (NATS, HTTP, `connledger import`):
+
+    decode -> validate -> dedupe -> hooks -> append + project (one transaction)
+
+An edge hands over a batch of `Incoming` messages and gets back one outcome per message, in
+order. It acknowledges what it read only after `process` returns, since that is when the
+transaction holding the batch has committed. A TransientError (database unreachable) means
+nothing of the batch was committed: acknowledge nothing and retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from service.errors import RejectedInput
+from service.events import Ignored, decode
+from service.hooks.runner import HookRunner
+from service.ledger.model import (
+    BatchResult,
+    Candidate,
+    IgnoredInput,
+    Incoming,
+    Outcome,
+    Rejected,
+    Rejection,
+)
+from service.ledger.store import LedgerStore
+
+__all__ = ["Pipeline", "Prepared"]
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A decoded batch with the hooks' decisions, ready to append."""
+
+    outcomes: list[Outcome | None]
+    candidates: list[Candidate] = field(default_factory=list)
+    candidate_slots: list[int] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, store: LedgerStore, hooks: HookRunner, subject_prefix: str = "connections") -> None:
+        self.store = store
+        self.hooks = hooks
+        self.subject_prefix = subject_prefix
+
+    async def process(self, batch: Sequence[Incoming]) -> BatchResult:
+        return await self.commit(await self.prepare(batch))
+
+    async def prepare(self, batch: Sequence[Incoming]) -> Prepared:
+        """Decode and validate each message, then run the hooks on those not yet recorded.
+
+        Touches the database only to skip hooks for events already in the ledger (a read
+        without the writer lock: `commit` checks again under it, and has the last word).
+        """
+        prepared = Prepared(outcomes=[None] * len(batch))
+        for slot, incoming in enumerate(batch):
+            try:
+                decoded = decode(incoming.raw, incoming.subject, self.subject_prefix)
+            except RejectedInput as rejected:
+                prepared.rejections.append(
+                    Rejection(incoming, rejected.code, rejected.message, rejected.field)
+                )
+                prepared.outcomes[slot] = Rejected(
+                    rejected.code, rejected.message, rejected.field, incoming.raw, incoming.subject
+                )
+                continue
+            if isinstance(decoded, Ignored):
+                prepared.outcomes[slot] = IgnoredInput(decoded.kind)
+                continue
+            prepared.candidates.append(Candidate(decoded, incoming))
+            prepared.candidate_slots.append(slot)
+
+        if self.hooks and prepared.candidates:
+            known = await self.store.known([c.event.id for c in prepared.candidates])
+            decided: set[str] = set()
+            for candidate in prepared.candidates:
+                event_id = candidate.event.id
+                if event_id in known or event_id in decided:
+                    continue  # a duplicate (or conflict): its hooks ran when it was first seen
+                decided.add(event_id)
+                candidate.decision = await self.hooks.decide(candidate.event)
+        return prepared
+
+    async def commit(self, prepared: Prepared) -> BatchResult:
+        """Append the batch and store its rejections in one transaction."""
+        head = 0
+        if prepared.candidates or prepared.rejections:
+            results, head = await self.store.append(prepared.candidates, prepared.rejections)
+            for slot, result in zip(prepared.candidate_slots, results, strict=True):
+                prepared.outcomes[slot] = result
+        outcomes: list[Outcome] = [o for o in prepared.outcomes if o is not None]
+        assert len(outcomes) == len(prepared.outcomes), "every message has an outcome"
+        return BatchResult(outcomes, head)

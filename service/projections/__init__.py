@@ -1,0 +1,1 @@
+"""Projections of the ledger: each session's live connection set and count."""

@@ -1,0 +1,90 @@
+"""LEDGER_* settings, read from the environment (and a `.env` file, if present)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.errors import ConfigurationError
+
+__all__ = ["Settings", "load_settings", "settings_help"]
+
+PREFIX = "LEDGER_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the ledger database, e.g. postgresql+asyncpg://user@host/db "
+        "(default: SQLite at <var dir>/ledger.db)",
+    )
+    var_dir: Path = Field(Path("var"), description="Folder for the embedded database and NATS data")
+    nats_url: str = Field(
+        "", description="NATS server URL(s), comma-separated (default: start the bundled nats-server)"
+    )
+    http_host: str = Field("127.0.0.1", description="HTTP listen address")
+    http_port: int = Field(8080, ge=0, le=65535, description="HTTP listen port")
+    hooks: str | None = Field(
+        None,
+        description="Comma-separated hooks by dotted path (pkg.mod:fn) or entry-point name; "
+        "unset: every hook registered in the connection_ledger.hooks entry-point group",
+    )
+    hook_timeout: float = Field(1.0, gt=0, description="Seconds a hook may run before it counts as failed")
+    hooks_fail_closed: bool = Field(
+        False, description="A failing hook prevents the default action (default: it goes ahead)"
+    )
+    ignore_data_pattern: re.Pattern[str] | None = Field(
+        None,
+        description="Regular expression: connections whose data matches it are recorded but not "
+        "counted (the built-in ignore-by-data hook)",
+    )
+    batch_size: int = Field(500, ge=1, le=10_000, description="Events appended in one transaction")
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        "FULL", description="SQLite synchronous pragma: FULL survives power loss, NORMAL is faster"
+    )
+    min_position_wait: float = Field(
+        5.0, ge=0, description="Seconds a query with minPosition waits for the ledger to catch up"
+    )
+
+    @field_validator("ignore_data_pattern", mode="before")
+    @classmethod
+    def _empty_pattern_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.var_dir / 'ledger.db').as_posix()}"
+
+    @property
+    def hook_names(self) -> list[str] | None:
+        if self.hooks is None:
+            return None
+        return [name.strip() for name in self.hooks.split(",") if name.strip()]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment; a bad value raises ConfigurationError naming it."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+        raise ConfigurationError("invalid setting: " + "; ".join(problems)) from None
+
+
+def settings_help() -> str:
+    # "\b" keeps click from rewrapping the list.
+    lines = ["\b", "Settings (environment variables):"]
+    for name, field in Settings.model_fields.items():
+        lines.append(f"  {PREFIX}{name.upper():<22} {field.description or ''}")
+    return "\n".join(lines)

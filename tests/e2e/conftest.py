@@ -1,0 +1,101 @@
+"""End-to-end fixtures: a real nats-server on a free port, and the service as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.nats.embedded import find_binary
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+@pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(find_binary()), "-js", "-sd", str(tmp_path / "js"), "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+class Service:
+    """`connledger serve` as a child process."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.log = cwd / f"serve-{time.monotonic_ns()}.log"
+        self._log_file = self.log.open("wb")
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "connledger"), "serve"],
+            env={**os.environ, **env},
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+        )
+        assert self.process.stdout is not None
+        self.banner: list[str] = []
+        while not (self.banner and self.banner[-1].startswith("ready")):
+            line = self.process.stdout.readline().decode()
+            assert line, f"serve did not start:\n{self.log.read_text()}"
+            self.banner.append(line)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._log_file.close()
+
+
+@pytest.fixture
+def service_factory(database_url: str, nats_url: str, tmp_path: Path) -> Iterator[type[Service]]:
+    started: list[Service] = []
+    base = {"LEDGER_DATABASE_URL": database_url, "LEDGER_NATS_URL": nats_url, "LEDGER_HOOKS": ""}
+
+    class Bound(Service):
+        def __init__(self, **extra: str) -> None:
+            super().__init__({**base, **extra}, tmp_path)
+            started.append(self)
+
+    yield Bound
+    for service in started:
+        if service.process.poll() is None:
+            service.process.kill()
+            service.process.wait(10)
+        service.close()

@@ -1,0 +1,166 @@
+"""The service on a real nats-server, on SQLite and PostgreSQL: events published with plain
+nats-py land once, counts answer over NATS, LEDGER holds every record in position order, replay
+returns the history, rejections are published and kept, and SIGTERM drains to exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import nats
+import orjson
+import pytest
+from nats.aio.client import Client
+
+from service.events import Event, decode
+from service.traffic import generate
+from tests.e2e.conftest import Service
+
+
+def final_live_sets(events: list[Event]) -> dict[str, set[str]]:
+    """The two-phase set's final state: created and never destroyed (order does not matter)."""
+    created = {(e.session_id, e.connection_id) for e in events if e.type.value == "connectionCreated"}
+    destroyed = {(e.session_id, e.connection_id) for e in events if e.type.value == "connectionDestroyed"}
+    live: dict[str, set[str]] = {e.session_id: set() for e in events}
+    for session, connection in created - destroyed:
+        live[session].add(connection)
+    return live
+
+
+async def publish_all(nc: Client, lines: list[bytes]) -> None:
+    js = nc.jetstream()
+    for line in lines:
+        body = orjson.loads(line)
+        kind = body.get("type") or body.get("event")
+        await js.publish_async(f"connections.{body['sessionId']}.{kind}", line)
+    await js.publish_async_completed()
+
+
+async def ask(nc: Client, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    reply = await nc.request(subject, orjson.dumps(body) if body is not None else b"", timeout=10)
+    answer: dict[str, Any] = orjson.loads(reply.data)
+    return answer
+
+
+async def replay(nc: Client, request: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    inbox = nc.new_inbox()
+    records: list[dict[str, Any]] = []
+    end: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def collect(message: Any) -> None:
+        if message.headers and "Ledger-Replay-End" in message.headers:
+            end.set_result(message.headers["Ledger-Replay-End"])
+        else:
+            records.append(orjson.loads(message.data))
+
+    subscription = await nc.subscribe(inbox, cb=collect)
+    await nc.publish("ledger.replay", orjson.dumps(request), reply=inbox)
+    last = await asyncio.wait_for(end, 30)
+    await subscription.unsubscribe()
+    return records, last
+
+
+async def wait_until_head(nc: Client, session: str, position: int) -> dict[str, Any]:
+    return await ask(nc, f"ledger.sessions.{session}.count", {"minPosition": position})
+
+
+@pytest.mark.timeout(180)
+async def test_events_land_once_and_everything_answers(service_factory: type[Service], nats_url: str) -> None:
+    service = service_factory()
+    lines = list(generate(3000, seed=11, sessions=20))
+    events = [e for e in (decode(line) for line in lines) if isinstance(e, Event)]
+    expected = final_live_sets(events)
+    unique = len({e.id for e in events})
+
+    nc = await nats.connect(nats_url)
+    try:
+        await publish_all(nc, lines)
+        await publish_all(nc, lines[:500])  # a producer's retries: all duplicates
+        rejected = await nc.subscribe("ledger.rejected.>")
+        await nc.publish("connections.s1.connectionCreated", b"{oops")
+        await nc.publish(
+            "connections.s1.connectionCreated",
+            orjson.dumps(
+                {
+                    "id": "mismatch",
+                    "type": "connectionCreated",
+                    "sessionId": "s2",
+                    "timestamp": 1,
+                    "connection": {"connectionId": "c", "creationTime": 1},
+                }
+            ),
+        )
+
+        session = events[0].session_id
+        answer = await wait_until_head(nc, session, unique)
+        assert answer["position"] == unique
+        assert answer["count"] == len(expected[session])
+        for sid in {e.session_id for e in events}:
+            listing = await ask(nc, f"ledger.sessions.{sid}.connections")
+            assert listing["count"] == len(expected[sid])
+            assert {c["connectionId"] for c in listing["connections"]} == expected[sid]
+
+        first = await rejected.next_msg(timeout=10)
+        second = await rejected.next_msg(timeout=10)
+        codes = {first.subject, second.subject}
+        assert codes == {"ledger.rejected.malformed_json", "ledger.rejected.subject_mismatch"}
+        malformed = first if first.subject.endswith("malformed_json") else second
+        assert malformed.data == b"{oops"
+        assert malformed.headers is not None
+        assert malformed.headers["Ledger-Reject-Code"] == "malformed_json"
+        assert malformed.headers["Ledger-Subject"] == "connections.s1.connectionCreated"
+
+        records, last = await replay(nc, {})
+        assert [r["position"] for r in records] == list(range(1, unique + 1))
+        assert last == str(unique)
+        assert sorted(r["id"] for r in records) == sorted({e.id for e in events})
+        tail, last = await replay(nc, {"after": unique - 5, "sessionId": session})
+        assert all(r["sessionId"] == session and r["position"] > unique - 5 for r in tail)
+        nothing, last = await replay(nc, {"after": unique})
+        assert nothing == []
+        assert last == str(unique)
+
+        # LEDGER: every record, in position order, with its event id as Nats-Msg-Id.
+        js = nc.jetstream()
+        for _ in range(100):
+            if (await js.stream_info("LEDGER")).state.messages >= unique:
+                break
+            await asyncio.sleep(0.1)
+        consumer = await js.pull_subscribe("ledger.records.>", stream="LEDGER")
+        published: list[dict[str, Any]] = []
+        while len(published) < unique:
+            for message in await consumer.fetch(500, timeout=5):
+                published.append(orjson.loads(message.data))
+                assert message.headers is not None
+                assert message.headers["Nats-Msg-Id"] == published[-1]["id"]
+                assert (
+                    message.subject == f"ledger.records.{published[-1]['sessionId']}.{published[-1]['type']}"
+                )
+                await message.ack()
+        assert [r["position"] for r in published] == list(range(1, unique + 1))
+        assert published == records
+    finally:
+        await nc.close()
+    assert service.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.timeout(120)
+async def test_bad_requests_get_an_error_naming_the_field(
+    service_factory: type[Service], nats_url: str
+) -> None:
+    service_factory()
+    nc = await nats.connect(nats_url)
+    try:
+        assert (await ask(nc, "ledger.sessions.nobody.count")) == {
+            "sessionId": "nobody",
+            "count": 0,
+            "position": 0,
+        }
+        error = await ask(nc, "ledger.sessions.s1.count", {"minPosition": -1})
+        assert error["error"] == "invalid_field"
+        assert error["field"] == "minPosition"
+        reply = await nc.request("ledger.sessions.s1.connections", b"[1]", timeout=5)
+        assert orjson.loads(reply.data)["error"] == "invalid_field"
+    finally:
+        await nc.close()

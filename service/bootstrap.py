@@ -13,6 +13,7 @@ from service.ledger.database import create_engine, migrate
 from service.ledger.postgres import PostgresStore
 from service.ledger.sqlite import SqliteStore
 from service.ledger.store import LedgerStore, transient_errors
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.projections.queries import ProjectionQueries
 from service.settings import Settings
@@ -26,6 +27,7 @@ class Ledger:
     store: LedgerStore
     queries: ProjectionQueries
     pipeline: Pipeline
+    metrics: Metrics
 
 
 @asynccontextmanager
@@ -43,6 +45,8 @@ async def open_ledger(
             timeout=settings.hook_timeout,
             fail_closed=settings.hooks_fail_closed,
         )
-        yield Ledger(settings, store, ProjectionQueries(engine), Pipeline(store, hooks))
+        metrics = Metrics()
+        pipeline = Pipeline(store, hooks, settings.subject_prefix, metrics)
+        yield Ledger(settings, store, ProjectionQueries(engine), pipeline, metrics)
     finally:
         await engine.dispose()

@@ -10,6 +10,7 @@ nothing of the batch was committed: acknowledge nothing and retry.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,8 +18,10 @@ from service.errors import RejectedInput
 from service.events import Ignored, decode
 from service.hooks.runner import HookRunner
 from service.ledger.model import (
+    Appended,
     BatchResult,
     Candidate,
+    Duplicate,
     IgnoredInput,
     Incoming,
     Outcome,
@@ -26,6 +29,7 @@ from service.ledger.model import (
     Rejection,
 )
 from service.ledger.store import LedgerStore
+from service.metrics import Metrics
 
 __all__ = ["Pipeline", "Prepared"]
 
@@ -41,10 +45,17 @@ class Prepared:
 
 
 class Pipeline:
-    def __init__(self, store: LedgerStore, hooks: HookRunner, subject_prefix: str = "connections") -> None:
+    def __init__(
+        self,
+        store: LedgerStore,
+        hooks: HookRunner,
+        subject_prefix: str = "connections",
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
         self.hooks = hooks
         self.subject_prefix = subject_prefix
+        self.metrics = metrics
 
     async def process(self, batch: Sequence[Incoming]) -> BatchResult:
         return await self.commit(await self.prepare(batch))
@@ -81,16 +92,44 @@ class Pipeline:
                 if event_id in known or event_id in decided:
                     continue  # a duplicate (or conflict): its hooks ran when it was first seen
                 decided.add(event_id)
+                started = time.perf_counter()
                 candidate.decision = await self.hooks.decide(candidate.event)
+                if self.metrics is not None:
+                    self.metrics.hook_seconds.observe(time.perf_counter() - started)
+                    for failure in candidate.decision.failures:
+                        self.metrics.hook_failures.labels(failure.hook).inc()
         return prepared
 
     async def commit(self, prepared: Prepared) -> BatchResult:
         """Append the batch and store its rejections in one transaction."""
         head = 0
+        started = time.perf_counter()
         if prepared.candidates or prepared.rejections:
             results, head = await self.store.append(prepared.candidates, prepared.rejections)
-            for slot, result in zip(prepared.candidate_slots, results, strict=True):
-                prepared.outcomes[slot] = result
+            for slot, outcome in zip(prepared.candidate_slots, results, strict=True):
+                prepared.outcomes[slot] = outcome
         outcomes: list[Outcome] = [o for o in prepared.outcomes if o is not None]
         assert len(outcomes) == len(prepared.outcomes), "every message has an outcome"
-        return BatchResult(outcomes, head)
+        result = BatchResult(outcomes, head)
+        if self.metrics is not None:
+            self._observe(result, time.perf_counter() - started)
+        return result
+
+    def _observe(self, result: BatchResult, seconds: float) -> None:
+        metrics = self.metrics
+        assert metrics is not None
+        metrics.append_seconds.observe(seconds)
+        metrics.batch_size.observe(len(result.outcomes))
+        for outcome in result.outcomes:
+            if isinstance(outcome, Appended):
+                metrics.appended.inc()
+                if outcome.prevented:
+                    metrics.prevented.inc()
+            elif isinstance(outcome, Duplicate):
+                metrics.duplicates.inc()
+            elif isinstance(outcome, Rejected):
+                metrics.rejected.labels(outcome.code.value).inc()
+            else:
+                metrics.ignored.inc()
+        if result.head:
+            metrics.head.set(result.head)

@@ -9,13 +9,19 @@ import contextlib
 import logging
 import signal
 import sys
+from typing import Any
 
 from service.bootstrap import open_ledger
+from service.errors import ConfigurationError
+from service.http.app import HttpContext, create_app
+from service.http.server import HttpServer
 from service.nats.connect import connect
 from service.nats.embedded import EmbeddedNats
-from service.nats.ingest import Ingestor
+from service.nats.ingest import Ingestor, ensure_connections_stream
+from service.nats.publisher import EventPublisher
 from service.nats.relay import Relay
 from service.nats.responders import Responders
+from service.nats.sampler import sample_forever
 from service.notify import CommitSignal
 from service.settings import Settings
 
@@ -47,21 +53,49 @@ async def serve(settings: Settings) -> int:
             ingestor = Ingestor(nc, ledger.pipeline, settings, committed)
             relay = Relay(nc, ledger.store, settings, committed)
             responders = Responders(nc, ledger.queries, ledger.store, settings, committed)
+            # Streams exist before anyone is told "ready": an early JetStream publish would
+            # otherwise find no stream to take it.
+            await ensure_connections_stream(nc, settings)
+            await relay.ensure_stream()
             await responders.start()
             await nc.flush()  # subscriptions are on the server before we say "ready"
+            ingest_task = asyncio.create_task(ingestor.run(), name="ingest")
+
+            async def ready() -> dict[str, bool]:
+                try:
+                    await ledger.queries.head()
+                    database = True
+                except Exception:
+                    database = False
+                return {"nats": nc.is_connected, "database": database, "consumer": not ingest_task.done()}
+
+            http = HttpServer(create_app(HttpContext(ledger, committed, EventPublisher(nc), ready)), settings)
             tasks = {
-                asyncio.create_task(ingestor.run(), name="ingest"),
+                ingest_task,
                 asyncio.create_task(relay.run(), name="relay"),
+                asyncio.create_task(http.run(), name="http"),
+                asyncio.create_task(sample_forever(nc, ledger, ingestor.stopping), name="sampler"),
             }
+            await http.started.wait()
+            if not http.url:
+                await asyncio.wait(tasks, timeout=1)
+                for task in tasks:
+                    task.cancel()
+                raise ConfigurationError(
+                    f"LEDGER_HTTP_PORT: cannot listen on {settings.http_host}:{settings.http_port} "
+                    "(in use?); set LEDGER_HTTP_PORT to a free port"
+                )
             _say(
                 f"NATS      {url}"
                 + (f"  (bundled nats-server, JetStream under {settings.var_dir}/nats)" if embedded else "")
             )
             _say(f"database  {ledger.store.engine.url.render_as_string(hide_password=True)}")
+            _say(f"HTTP      {http.url}  (dashboard {http.url}/, API docs {http.url}/docs)")
             _say("ready: publish to connections.<sessionId>.<type>; ask ledger.sessions.<sessionId>.count")
 
             stopper = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            watched: set[asyncio.Task[Any]] = {*tasks, stopper}
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             failed = [t for t in done if t is not stopper and t.exception() is not None]
             for task in failed:
                 log.error("%s failed", task.get_name(), exc_info=task.exception())
@@ -69,6 +103,7 @@ async def serve(settings: Settings) -> int:
             # Drain: stop fetching; the batch in hand finishes (commit, then ack).
             ingestor.stop()
             relay.stop()
+            http.stop()
             stopper.cancel()
             _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
             for task in pending:

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     fetch_timeout: float = Field(0.5, gt=0, description="Seconds a fetch waits for the first message")
     http_host: str = Field("127.0.0.1", description="HTTP listen address")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP listen port")
+    http_token: str = Field("", description="Bearer token required for HTTP writes (POST); empty: none")
+    http_token_for_reads: bool = Field(False, description="Require LEDGER_HTTP_TOKEN for HTTP reads too")
     hooks: str | None = Field(
         None,
         description="Comma-separated hooks by dotted path (pkg.mod:fn) or entry-point name; "

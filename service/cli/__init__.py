@@ -23,6 +23,13 @@ __all__ = ["main"]
 
 T = TypeVar("T")
 
+
+class SettingError(click.ClickException):
+    """A configuration problem: the message names the setting; no usage text is printed."""
+
+    exit_code = 2
+
+
 DATABASE_HINT = "Check LEDGER_DATABASE_URL and that the database is up."
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON even on a terminal.")
 
@@ -37,7 +44,7 @@ def _run(work: Callable[[Ledger], Awaitable[T]], **ledger_options: Any) -> T:
     try:
         return asyncio.run(runner())
     except ConfigurationError as error:
-        raise click.UsageError(str(error)) from None
+        raise SettingError(str(error)) from None
     except TransientError as error:
         raise click.ClickException(
             f"{error}. Check LEDGER_DATABASE_URL and that the database is up."
@@ -62,10 +69,71 @@ def serve() -> None:
     try:
         status = asyncio.run(serve(load_settings()))
     except ConfigurationError as error:
-        raise click.UsageError(str(error)) from None
+        raise SettingError(str(error)) from None
     except TransientError as error:
         raise click.ClickException(f"{error}. {DATABASE_HINT}") from None
     sys.exit(status)
+
+
+@cli.command()
+@click.option(
+    "--rate", type=click.FloatRange(min=0.1), default=50.0, show_default=True, help="Events per second."
+)
+@click.option(
+    "--sessions", type=click.IntRange(min=1), default=12, show_default=True, help="How many sessions."
+)
+@click.option(
+    "--duration", type=click.FloatRange(min=0.1), default=None, help="Seconds to run (default: until Ctrl-C)."
+)
+@click.option("--seed", type=int, default=None, help="Seed for repeatable traffic (default: the time).")
+@click.option(
+    "--nats", "nats_url", default=None, help="NATS URL (default: LEDGER_NATS_URL, else var/nats.url)."
+)
+def simulate(
+    rate: float, sessions: int, duration: float | None, seed: int | None, nats_url: str | None
+) -> None:
+    """Publish realistic connection traffic to a running service, to watch the dashboard move."""
+    import time
+
+    from service.simulate import nats_url_for_simulation
+    from service.simulate import simulate as run_simulation
+
+    settings = load_settings()
+    url = nats_url or nats_url_for_simulation(settings)
+    click.echo(
+        f"publishing about {rate:g} events/s over {sessions} sessions to {url}; Ctrl-C stops", err=True
+    )
+
+    def report(sent: int, elapsed: float) -> None:
+        click.echo(f"\r{sent} events in {elapsed:.0f} s", nl=False, err=True)
+
+    try:
+        sent = asyncio.run(
+            run_simulation(
+                settings,
+                url,
+                rate,
+                sessions,
+                duration,
+                seed if seed is not None else int(time.time()),
+                report,
+            )
+        )
+    except KeyboardInterrupt:
+        click.echo("\nstopped", err=True)
+        return
+    except ConfigurationError as error:
+        raise SettingError(str(error)) from None
+    click.echo(f"\npublished {sent} events", err=True)
+
+
+@cli.command()
+def asyncapi() -> None:
+    """Print the AsyncAPI 3.0 document of the NATS interface (docs/asyncapi.json)."""
+    from service.asyncapi import asyncapi_document
+
+    document = asyncapi_document(load_settings())
+    sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 @cli.command()

@@ -24,7 +24,7 @@ from service.errors import TransientError
 from service.ledger.checkpoints import read_checkpoint, write_checkpoint
 from service.ledger.lease import Lease
 from service.ledger.records import record_json
-from service.ledger.store import LedgerStore
+from service.ledger.store import LedgerStore, transient_errors
 from service.notify import CommitSignal
 from service.settings import Settings
 
@@ -64,17 +64,24 @@ class Relay:
         try:
             while not self.stopping.is_set():
                 try:
-                    if not await self.lease.try_acquire():
+                    with transient_errors():
+                        acquired = await self.lease.try_acquire()
+                    if not acquired:
                         await self.committed.wait(2.0)
                         continue
                     self.position = await read_checkpoint(self.store.engine, RELAY_CHECKPOINT)
+                    log.info("relay lease held: publishing records after position %d", self.position)
                     while not self.stopping.is_set():
                         if not await self._publish_next():
                             await self.committed.wait(POLL_SECONDS)
                 except (TransientError, nats.errors.Error, TimeoutError) as error:
                     log.warning("relay paused: %s", error)
-                    await self.lease.release()
-                    await asyncio.sleep(1.0)
+                except Exception:
+                    # The relay must not take ingest down with it: log, step back, start again
+                    # from the checkpoint (what was published twice, JetStream deduplicates).
+                    log.exception("relay failed; restarting it from its checkpoint")
+                await self.lease.release()
+                await self.committed.wait(1.0)
         finally:
             await self.lease.release()
 

@@ -5,7 +5,6 @@ Subscriptions use a queue group, so with several instances each request is answe
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import aclosing
 from typing import Any
@@ -21,6 +20,7 @@ from service.ledger.records import record_json
 from service.ledger.store import LedgerStore
 from service.notify import CommitSignal
 from service.projections.queries import ProjectionQueries
+from service.projections.waiting import wait_for_position
 from service.settings import Settings
 
 __all__ = ["Responders", "valid_session_id"]
@@ -89,18 +89,6 @@ class Responders:
             await subscription.drain()  # type: ignore[no-untyped-call]
         self.subscriptions = []
 
-    async def wait_for(self, position: int | None) -> None:
-        """Wait until the projection reflects `position`, at most LEDGER_MIN_POSITION_WAIT."""
-        if not position:
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.min_position_wait
-        while await self.queries.head() < position:
-            left = deadline - loop.time()
-            if left <= 0:
-                return  # answer with what there is; its position says how far it got
-            await self.committed.wait(min(left, 0.05))
-
     async def _answer(self, message: Msg, connections: bool) -> None:
         try:
             # ledger.sessions.<sessionId>.count|connections
@@ -109,7 +97,12 @@ class Responders:
             if not valid_session_id(session_id):
                 raise BadRequest("the sessionId in the subject is not a valid session id", "sessionId")
             options = _options(message.data)
-            await self.wait_for(_non_negative(options, "minPosition"))
+            await wait_for_position(
+                self.queries,
+                self.committed,
+                _non_negative(options, "minPosition"),
+                self.settings.min_position_wait,
+            )
             if connections:
                 answer = await self.queries.connections(session_id)
             else:

@@ -46,7 +46,10 @@ def decode_cursor(cursor: str | None) -> str:
     if not cursor:
         return ""
     padded = cursor + "=" * (-len(cursor) % 4)
-    return base64.urlsafe_b64decode(padded.encode()).decode()
+    decoded = base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
+    if not decoded:
+        raise ValueError("an empty cursor")
+    return decoded
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,7 +57,8 @@ class Service:
         self._log_file = self.log.open("wb")
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "connledger"), "serve"],
-            env={**os.environ, **env},
+            # An ephemeral HTTP port unless the test asks for one: tests run side by side.
+            env={**os.environ, "LEDGER_HTTP_PORT": "0", **env},
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=self._log_file,
@@ -68,6 +69,7 @@ class Service:
             line = self.process.stdout.readline().decode()
             assert line, f"serve did not start:\n{self.log.read_text()}"
             self.banner.append(line)
+        self.http_url = next(b.split()[1] for b in self.banner if b.startswith("HTTP"))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
         if self.process.poll() is None:

@@ -16,49 +16,7 @@ from nats.aio.client import Client
 from service.events import Event, decode
 from service.traffic import generate
 from tests.e2e.conftest import Service
-
-
-def final_live_sets(events: list[Event]) -> dict[str, set[str]]:
-    """The two-phase set's final state: created and never destroyed (order does not matter)."""
-    created = {(e.session_id, e.connection_id) for e in events if e.type.value == "connectionCreated"}
-    destroyed = {(e.session_id, e.connection_id) for e in events if e.type.value == "connectionDestroyed"}
-    live: dict[str, set[str]] = {e.session_id: set() for e in events}
-    for session, connection in created - destroyed:
-        live[session].add(connection)
-    return live
-
-
-async def publish_all(nc: Client, lines: list[bytes]) -> None:
-    js = nc.jetstream()
-    for line in lines:
-        body = orjson.loads(line)
-        kind = body.get("type") or body.get("event")
-        await js.publish_async(f"connections.{body['sessionId']}.{kind}", line)
-    await js.publish_async_completed()
-
-
-async def ask(nc: Client, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    reply = await nc.request(subject, orjson.dumps(body) if body is not None else b"", timeout=10)
-    answer: dict[str, Any] = orjson.loads(reply.data)
-    return answer
-
-
-async def replay(nc: Client, request: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    inbox = nc.new_inbox()
-    records: list[dict[str, Any]] = []
-    end: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    async def collect(message: Any) -> None:
-        if message.headers and "Ledger-Replay-End" in message.headers:
-            end.set_result(message.headers["Ledger-Replay-End"])
-        else:
-            records.append(orjson.loads(message.data))
-
-    subscription = await nc.subscribe(inbox, cb=collect)
-    await nc.publish("ledger.replay", orjson.dumps(request), reply=inbox)
-    last = await asyncio.wait_for(end, 30)
-    await subscription.unsubscribe()
-    return records, last
+from tests.e2e.natsutil import ask, final_live_sets, publish_all, replay
 
 
 async def wait_until_head(nc: Client, session: str, position: int) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The HTTP edge: the REST API, Server-Sent Events, the dashboard, health and metrics."""

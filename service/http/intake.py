@@ -1,0 +1,110 @@
+"""Turning an HTTP request body into events to publish, with the contract's statuses:
+400 for broken JSON or an empty array, 413 when too large, 422 for a broken rule. Nothing of a
+request is accepted unless all of it is valid. Pure: no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from service.errors import RejectCode, RejectedInput
+from service.events import MAX_BODY_BYTES, Event, Ignored, decode
+
+__all__ = ["MAX_BATCH", "MAX_REQUEST_BYTES", "HttpRejection", "events_from_body", "vonage_from_body"]
+
+MAX_BATCH = 1000
+# A full batch of maximal events, plus room for the array's own punctuation and spacing.
+MAX_REQUEST_BYTES = MAX_BATCH * MAX_BODY_BYTES + 64 * 1024
+
+
+class HttpRejection(Exception):
+    """A request refused as a whole, with its HTTP status and the contract's error body."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, "field": self.field}
+
+
+_STATUS = {RejectCode.TOO_LARGE: 413, RejectCode.MALFORMED_JSON: 400}
+
+
+def _rejection(error: RejectedInput, where: str = "") -> HttpRejection:
+    field = f"{where}{error.field}" if where and error.field else (where.rstrip(".") or error.field)
+    prefix = f"{where.rstrip('.')}: " if where else ""
+    return HttpRejection(_STATUS.get(error.code, 422), error.code.value, prefix + error.message, field)
+
+
+def _parse(raw: bytes) -> Any:
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise HttpRejection(
+            413, RejectCode.TOO_LARGE.value, f"the request is larger than {MAX_REQUEST_BYTES} bytes"
+        )
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HttpRejection(
+            400, RejectCode.MALFORMED_JSON.value, f"the body is not valid JSON: {exc}"
+        ) from None
+
+
+def _native(raw: bytes, document: Any, where: str) -> Event:
+    if isinstance(document, dict) and "type" not in document:
+        raise HttpRejection(
+            422,
+            RejectCode.INVALID_FIELD.value,
+            f"{where}type is required: connectionCreated or connectionDestroyed "
+            "(Vonage callbacks go to POST /v1/callbacks/vonage)",
+            f"{where}type",
+        )
+    try:
+        event = decode(raw)
+    except RejectedInput as error:
+        raise _rejection(error, where) from None
+    assert isinstance(event, Event)  # a body with "type" is never a Vonage body
+    return event
+
+
+def events_from_body(raw: bytes) -> list[tuple[Event, bytes]]:
+    """One native body or an array of up to 1000: the events with the bytes to publish."""
+    document = _parse(raw)
+    if not isinstance(document, list):
+        return [(_native(raw, document, ""), raw)]
+    if not document:
+        raise HttpRejection(400, RejectCode.INVALID_FIELD.value, "the array is empty; send 1 to 1000 events")
+    if len(document) > MAX_BATCH:
+        raise HttpRejection(
+            413,
+            RejectCode.TOO_LARGE.value,
+            f"the array holds {len(document)} events; at most {MAX_BATCH} are accepted",
+        )
+    out: list[tuple[Event, bytes]] = []
+    for index, element in enumerate(document):
+        element_raw = orjson.dumps(element)
+        out.append((_native(element_raw, element, f"[{index}]."), element_raw))
+    return out
+
+
+def vonage_from_body(raw: bytes) -> tuple[Event, bytes] | None:
+    """A Vonage Session Monitoring callback: its event, or None for one the ledger ignores."""
+    document = _parse(raw)
+    if isinstance(document, dict) and "event" not in document:
+        raise HttpRejection(
+            422,
+            RejectCode.INVALID_FIELD.value,
+            "event is required: a Vonage Session Monitoring callback names its event",
+            "event",
+        )
+    try:
+        decoded = decode(raw)
+    except RejectedInput as error:
+        raise _rejection(error) from None
+    if isinstance(decoded, Ignored):
+        return None
+    return decoded, raw

@@ -1,0 +1,62 @@
+"""Prometheus metrics of one service instance, in a registry of its own (built by the
+composition root, so tests and several ledgers in one process never share counters)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.appended = Counter("ledger_events_appended_total", "Events appended to the ledger", registry=r)
+        self.prevented = Counter(
+            "ledger_events_prevented_total",
+            "Appended events whose default action a hook prevented",
+            registry=r,
+        )
+        self.duplicates = Counter("ledger_events_duplicate_total", "Events already in the ledger", registry=r)
+        self.rejected = Counter("ledger_events_rejected_total", "Messages rejected", ["code"], registry=r)
+        self.ignored = Counter(
+            "ledger_events_ignored_total", "Well-formed messages the ledger does not record", registry=r
+        )
+        self.batch_size = Histogram(
+            "ledger_batch_size",
+            "Messages per appended batch",
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+            registry=r,
+        )
+        self.append_seconds = Histogram(
+            "ledger_append_seconds",
+            "Time to append and commit one batch",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.hook_seconds = Histogram(
+            "ledger_hook_seconds",
+            "Time all hooks took for one event",
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+            registry=r,
+        )
+        self.hook_failures = Counter(
+            "ledger_hook_failures_total", "Hook calls that raised or timed out", ["hook"], registry=r
+        )
+        self.head = Gauge("ledger_head_position", "Ledger head position seen by this instance", registry=r)
+        self.relayed = Gauge(
+            "ledger_relay_position", "Last position published to the LEDGER stream", registry=r
+        )
+        self.relay_lag = Gauge("ledger_relay_lag", "Head position minus relayed position", registry=r)
+        self.consumer_pending = Gauge(
+            "ledger_consumer_pending", "Messages waiting in the CONNECTIONS consumer", registry=r
+        )
+        self.transient_failures = Counter(
+            "ledger_transient_failures_total",
+            "Batches retried because the database was unavailable",
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

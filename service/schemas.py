@@ -1,0 +1,124 @@
+"""JSON Schemas of the bodies the service takes and gives, shared by the OpenAPI and AsyncAPI
+documents. Pure data; the rules themselves are enforced by events.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CONNECTION",
+    "CONNECTIONS_ANSWER",
+    "COUNT_ANSWER",
+    "ERROR",
+    "NATIVE_EVENT",
+    "RECORD",
+    "VONAGE_EVENT",
+]
+
+CONNECTION: dict[str, Any] = {
+    "type": "object",
+    "required": ["connectionId", "creationTime"],
+    "properties": {
+        "connectionId": {"type": "string", "minLength": 1, "maxLength": 256},
+        "creationTime": {"type": "integer", "description": "ms since the epoch"},
+        "data": {"type": ["string", "null"], "maxLength": 1000},
+    },
+}
+
+NATIVE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "type", "sessionId", "timestamp", "connection"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$", "description": "the idempotency key"},
+        "type": {"enum": ["connectionCreated", "connectionDestroyed"]},
+        "sessionId": {"type": "string", "pattern": "^[A-Za-z0-9_~=:-]{1,256}$"},
+        "timestamp": {"type": "integer", "description": "ms since the epoch: when it happened"},
+        "connection": CONNECTION,
+        "reason": {
+            "enum": ["clientDisconnected", "forceDisconnected", "networkDisconnected"],
+            "description": "on connectionDestroyed only",
+        },
+    },
+}
+
+VONAGE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["sessionId", "event", "timestamp"],
+    "description": "A Vonage Session Monitoring callback, exactly as Vonage POSTs it",
+    "properties": {
+        "sessionId": {"type": "string"},
+        "projectId": {"type": ["string", "integer"]},
+        "event": {
+            "type": "string",
+            "description": "connectionCreated, connectionDestroyed; others are ignored",
+        },
+        "reason": {"type": "string"},
+        "timestamp": {"type": "integer"},
+        "connection": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "createdAt": {"type": "integer"},
+                "data": {"type": "string"},
+            },
+        },
+    },
+}
+
+RECORD: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "position",
+        "sequence",
+        "id",
+        "type",
+        "sessionId",
+        "timestamp",
+        "recordedAt",
+        "connection",
+        "reason",
+        "defaultPrevented",
+        "preventedBy",
+        "count",
+    ],
+    "properties": {
+        "position": {"type": "integer", "description": "global, gap-free, in commit order"},
+        "sequence": {"type": "integer", "description": "per session, gap-free"},
+        "id": {"type": "string"},
+        "type": {"enum": ["connectionCreated", "connectionDestroyed"]},
+        "sessionId": {"type": "string"},
+        "timestamp": {"type": "integer"},
+        "recordedAt": {"type": "integer"},
+        "connection": CONNECTION,
+        "reason": {"type": ["string", "null"]},
+        "defaultPrevented": {"type": "boolean"},
+        "preventedBy": {"type": ["string", "null"]},
+        "count": {"type": "integer", "description": "the session's count right after this record"},
+    },
+}
+
+COUNT_ANSWER: dict[str, Any] = {
+    "type": "object",
+    "required": ["sessionId", "count", "position"],
+    "properties": {
+        "sessionId": {"type": "string"},
+        "count": {"type": "integer"},
+        "position": {"type": "integer", "description": "the ledger head the answer reflects"},
+    },
+}
+
+CONNECTIONS_ANSWER: dict[str, Any] = {
+    "type": "object",
+    "required": [*COUNT_ANSWER["required"], "connections"],
+    "properties": {**COUNT_ANSWER["properties"], "connections": {"type": "array", "items": CONNECTION}},
+}
+
+ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["error", "message", "field"],
+    "properties": {
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+        "field": {"type": ["string", "null"]},
+    },
+}

@@ -1,0 +1,401 @@
+"""The HTTP API on every backend (CONTRACT sections 1 HTTP, 4, 6, 7): each route and each 4xx.
+
+Writes go through a publisher that hands the accepted bodies straight to the pipeline, as the
+NATS ingest would (the NATS path itself is covered end to end)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from service.bootstrap import Ledger, open_ledger
+from service.http.app import HttpContext, create_app
+from service.http.server import HttpServer
+from service.ledger.model import Incoming
+from service.notify import CommitSignal
+from service.settings import Settings
+from tests.helpers import body
+
+
+class DirectPublisher:
+    """Publishes into the pipeline itself, with the subject NATS would carry."""
+
+    def __init__(self, ledger: Ledger, committed: CommitSignal) -> None:
+        self.ledger = ledger
+        self.committed = committed
+        self.published: list[tuple[str, bytes]] = []
+
+    async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        self.published.extend(messages)
+        await self.ledger.pipeline.process([Incoming(raw, 0, "nats", subject) for subject, raw in messages])
+        self.committed.ring()
+
+
+async def _ready() -> dict[str, bool]:
+    return {"nats": True, "database": True, "consumer": True}
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Ledger, DirectPublisher]]:
+    async with open_ledger(settings) as ledger:
+        committed = CommitSignal()
+        publisher = DirectPublisher(ledger, committed)
+        app = create_app(HttpContext(ledger, committed, publisher, _ready))  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ledger") as client:
+            yield client, ledger, publisher
+
+
+def native(event_id: str, **kw: Any) -> dict[str, Any]:
+    return body(event_id, **kw)
+
+
+async def test_post_one_event_then_query_it(api: tuple[httpx.AsyncClient, Ledger, DirectPublisher]) -> None:
+    client, _, publisher = api
+    response = await client.post(
+        "/v1/events", content=orjson.dumps(native("e1", session="S", connection="a"))
+    )
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 1}
+    assert publisher.published[0][0] == "connections.S.connectionCreated"
+    assert (await client.get("/v1/sessions/S/count")).json() == {"sessionId": "S", "count": 1, "position": 1}
+    assert (await client.get("/v1/sessions/S")).json() == {
+        "sessionId": "S",
+        "count": 1,
+        "position": 1,
+        "connections": [{"connectionId": "a", "creationTime": 1_732_699_990_000, "data": "name=Ana"}],
+    }
+    assert (await client.get("/v1/sessions/nobody/count")).json() == {
+        "sessionId": "nobody",
+        "count": 0,
+        "position": 1,
+    }
+
+
+async def test_post_an_array_is_all_or_nothing(
+    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+) -> None:
+    client, _, publisher = api
+    good = [native(f"e{i}", connection=f"c{i}") for i in range(3)]
+    response = await client.post("/v1/events", json=good)
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 3}
+    bad = [native("e9", connection="x"), {**native("e10"), "timestamp": "soon"}]
+    response = await client.post("/v1/events", json=bad)
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_field"
+    assert response.json()["field"] == "[1].timestamp"
+    assert len(publisher.published) == 3
+    assert (await client.get("/v1/sessions/s1/count")).json()["count"] == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "code", "field"),
+    [
+        (b"{not json", 400, "malformed_json", None),
+        (b"[]", 400, "invalid_field", None),
+        (b'{"type": "connectionCreated"}', 422, "invalid_field", "id"),
+        (orjson.dumps({**body("e1"), "type": "streamCreated"}), 422, "unknown_type", "type"),
+        (orjson.dumps({**body("e1"), "sessionId": "a.b"}), 422, "invalid_field", "sessionId"),
+        (orjson.dumps({"sessionId": "s", "event": "connectionCreated"}), 422, "invalid_field", "type"),
+        (b'{"pad": "' + b"x" * 70_000 + b'", "type": "connectionCreated"}', 413, "too_large", None),
+        (orjson.dumps([body(f"e{i}", connection=f"c{i}") for i in range(1001)]), 413, "too_large", None),
+        (b"3", 422, "invalid_field", None),
+    ],
+)
+async def test_post_events_errors(
+    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+    content: bytes,
+    status: int,
+    code: str,
+    field: str | None,
+) -> None:
+    client, _, publisher = api
+    response = await client.post("/v1/events", content=content)
+    assert response.status_code == status, response.text
+    answer = response.json()
+    assert answer["error"] == code
+    assert answer["field"] == field
+    assert answer["message"]
+    assert publisher.published == []
+
+
+VONAGE = {
+    "sessionId": "2_MX40fg",
+    "projectId": "123",
+    "event": "connectionCreated",
+    "timestamp": 1_470_258_860_571,
+    "connection": {"id": "vc1", "createdAt": 1_470_257_688_143, "data": "TOKENDATA"},
+}
+
+
+async def test_a_vonage_callback_retried_three_times_is_one_record(
+    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+) -> None:
+    client, _, _ = api
+    for _ in range(3):
+        response = await client.post("/v1/callbacks/vonage", json=VONAGE)
+        assert response.status_code == 202
+        assert response.json() == {"accepted": 1}
+    lines = (await client.get("/v1/events")).text.splitlines()
+    assert len(lines) == 1
+    assert orjson.loads(lines[0])["connection"] == {
+        "connectionId": "vc1",
+        "creationTime": 1_470_257_688_143,
+        "data": "TOKENDATA",
+    }
+    ignored = await client.post("/v1/callbacks/vonage", json={**VONAGE, "event": "streamCreated"})
+    assert (ignored.status_code, ignored.json()) == (202, {"accepted": 0})
+    bad = await client.post("/v1/callbacks/vonage", json={**VONAGE, "timestamp": "x"})
+    assert bad.status_code == 422
+    assert bad.json()["field"] == "timestamp"
+    missing = await client.post("/v1/callbacks/vonage", json={"sessionId": "s"})
+    assert (missing.status_code, missing.json()["field"]) == (422, "event")
+
+
+async def test_sessions_listing_pages(api: tuple[httpx.AsyncClient, Ledger, DirectPublisher]) -> None:
+    client, _, _ = api
+    await client.post("/v1/events", json=[native(f"e{i}", session=f"S{i}") for i in range(5)])
+    await client.post("/v1/events", json=[native("gone", session="S2", type_="connectionDestroyed")])
+    first = (await client.get("/v1/sessions", params={"limit": 2})).json()
+    assert first["sessions"] == [{"sessionId": "S0", "count": 1}, {"sessionId": "S1", "count": 1}]
+    second = (await client.get("/v1/sessions", params={"limit": 2, "cursor": first["next"]})).json()
+    assert second == {
+        "sessions": [{"sessionId": "S3", "count": 1}, {"sessionId": "S4", "count": 1}],
+        "next": None,
+    }
+    everything = (await client.get("/v1/sessions", params={"active": "false"})).json()
+    assert {"sessionId": "S2", "count": 0} in everything["sessions"]
+    assert len(everything["sessions"]) == 5
+    bad = await client.get("/v1/sessions", params={"cursor": "!!!"})
+    assert (bad.status_code, bad.json()["field"]) == (422, "cursor")
+    bad = await client.get("/v1/sessions", params={"limit": 0})
+    assert (bad.status_code, bad.json()["field"]) == (422, "limit")
+
+
+async def test_events_and_rejected_stream_ndjson(
+    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+) -> None:
+    client, ledger, _ = api
+    await client.post(
+        "/v1/events", json=[native(f"e{i}", session="AB"[i % 2], connection=f"c{i}") for i in range(6)]
+    )
+    await ledger.pipeline.process([Incoming(b"{broken", 5, "nats", "connections.x.connectionCreated")])
+    response = await client.get("/v1/events", params={"after": 2})
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    assert [orjson.loads(line)["position"] for line in response.text.splitlines()] == [3, 4, 5, 6]
+    response = await client.get("/v1/events", params={"sessionId": "B", "limit": 2})
+    assert [orjson.loads(line)["position"] for line in response.text.splitlines()] == [2, 4]
+    rejected = [orjson.loads(line) for line in (await client.get("/v1/rejected")).text.splitlines()]
+    assert [r["code"] for r in rejected] == ["malformed_json"]
+    assert base64.b64decode(rejected[0]["raw"]) == b"{broken"
+    assert (await client.get("/v1/rejected", params={"after": rejected[0]["id"]})).text == ""
+    bad = await client.get("/v1/events", params={"after": "x"})
+    assert (bad.status_code, bad.json()["field"]) == (422, "after")
+    bad = await client.get("/v1/events", params={"sessionId": "a b"})
+    assert (bad.status_code, bad.json()["field"]) == (422, "sessionId")
+
+
+async def test_min_position_waits_then_answers_with_what_it_has(
+    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher], settings: Settings
+) -> None:
+    client, _, _ = api
+    await client.post("/v1/events", json=[native("e1")])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = (await client.get("/v1/sessions/s1/count", params={"minPosition": 1})).json()
+    assert answer["position"] == 1
+    assert loop.time() - started < 1
+    # Not there yet: the answer waits (LEDGER_MIN_POSITION_WAIT), then says how far it got.
+    answer = (await client.get("/v1/sessions/s1/count", params={"minPosition": 50})).json()
+    assert answer == {"sessionId": "s1", "count": 1, "position": 1}
+    assert loop.time() - started >= settings.min_position_wait * 0.9
+
+
+async def test_health_and_metrics(api: tuple[httpx.AsyncClient, Ledger, DirectPublisher]) -> None:
+    client, _, _ = api
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/readyz")).json()["ready"] is True
+    await client.post("/v1/events", json=[native("e1"), native("e1")])
+    text = (await client.get("/metrics")).text
+    assert "ledger_events_appended_total 1.0" in text
+    assert "ledger_events_duplicate_total 1.0" in text
+    spec = (await client.get("/openapi.json")).json()
+    assert {"/v1/events", "/v1/callbacks/vonage", "/v1/sessions/{session_id}", "/v1/sessions"} <= set(
+        spec["paths"]
+    )
+    assert (await client.get("/docs")).status_code == 200
+    page = await client.get("/")
+    assert page.status_code == 200
+    assert "/static/dashboard.js" in page.text
+    assert (await client.get("/static/dashboard.js")).status_code == 200
+
+
+async def test_a_token_guards_writes_and_optionally_reads(settings: Settings) -> None:
+    guarded = settings.model_copy(update={"http_token": "t0ken", "http_token_for_reads": True})
+    async with open_ledger(guarded) as ledger:
+        committed = CommitSignal()
+        app = create_app(HttpContext(ledger, committed, DirectPublisher(ledger, committed), _ready))  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://l") as client:
+            denied = await client.post("/v1/events", json=native("e1"))
+            assert denied.status_code == 401
+            assert denied.json()["field"] == "Authorization"
+            assert (await client.get("/v1/sessions/s1/count")).status_code == 401
+            assert (await client.get("/healthz")).status_code == 200
+            auth = {"Authorization": "Bearer t0ken"}
+            assert (await client.post("/v1/events", json=native("e1"), headers=auth)).status_code == 202
+            assert (await client.get("/v1/sessions/s1/count", headers=auth)).json()["count"] == 1
+
+
+@pytest.fixture
+async def live_server(settings: Settings) -> AsyncIterator[tuple[str, Ledger, DirectPublisher]]:
+    """A real uvicorn on an ephemeral port: SSE needs a streaming client."""
+    async with open_ledger(settings.model_copy(update={"http_port": 0})) as ledger:
+        committed = CommitSignal()
+        publisher = DirectPublisher(ledger, committed)
+        server = HttpServer(create_app(HttpContext(ledger, committed, publisher, _ready)), ledger.settings)  # type: ignore[arg-type]
+        task = asyncio.create_task(server.run())
+        await server.started.wait()
+        try:
+            yield server.url, ledger, publisher
+        finally:
+            server.stop()
+            await asyncio.wait_for(task, 10)
+
+
+async def read_sse(response: httpx.Response, until: int) -> AsyncIterator[dict[str, Any]]:
+    fields: dict[str, Any] = {}
+    async for line in response.aiter_lines():
+        if line == "":
+            if fields:
+                yield fields
+                fields = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(": ")
+        fields[name] = orjson.loads(value) if name == "data" else value
+
+
+async def test_sse_hands_off_from_snapshot_to_live_with_no_gap_and_no_duplicate(
+    live_server: tuple[str, Ledger, DirectPublisher],
+) -> None:
+    url, ledger, publisher = live_server
+    await publisher.publish(
+        [
+            (
+                "connections.S.connectionCreated",
+                orjson.dumps(native(f"pre{i}", session="S", connection=f"p{i}")),
+            )
+            for i in range(20)
+        ]
+    )
+
+    async def append_while_streaming() -> None:
+        for i in range(60):
+            kind = "connectionDestroyed" if i % 3 == 2 else "connectionCreated"
+            target = f"p{i}" if kind == "connectionDestroyed" else f"n{i}"
+            await publisher.publish(
+                [
+                    (
+                        f"connections.S.{kind}",
+                        orjson.dumps(native(f"live{i}", session="S", connection=target, type_=kind)),
+                    )
+                ]
+            )
+            await publisher.publish(
+                [
+                    (
+                        "connections.T.connectionCreated",
+                        orjson.dumps(native(f"other{i}", session="T", connection=f"t{i}")),
+                    )
+                ]
+            )
+            await asyncio.sleep(0.005)
+
+    writer = asyncio.create_task(append_while_streaming())
+    live: set[str] = set()
+    positions: list[int] = []
+    snapshot_position = -1
+    async with (
+        asyncio.timeout(60),
+        httpx.AsyncClient(timeout=30) as client,
+        client.stream("GET", f"{url}/v1/sessions/S/stream") as response,
+    ):
+        assert response.headers["content-type"].startswith("text/event-stream")
+        messages = read_sse(response, 0)
+        while True:
+            try:
+                message = await asyncio.wait_for(anext(messages), 1.0)
+            except TimeoutError:
+                # Quiet for a second: done once the writer is and the last record arrived.
+                if (
+                    writer.done()
+                    and positions
+                    and positions[-1] == (await session_positions(ledger, "S"))[-1]
+                ):
+                    break
+                continue
+            data = message["data"]
+            if message.get("event") == "sessionConnected":
+                snapshot_position = data["position"]
+                assert data["count"] == len(live)
+            elif data.get("snapshot"):
+                assert "id" not in message
+                live.add(data["connection"]["connectionId"])
+            else:
+                assert int(message["id"]) == data["position"] > snapshot_position >= 0
+                assert message["event"] == data["type"]
+                positions.append(data["position"])
+                if data["count"] != len(live):
+                    if data["type"] == "connectionCreated":
+                        live.add(data["connection"]["connectionId"])
+                    else:
+                        live.discard(data["connection"]["connectionId"])
+                assert data["count"] == len(live)
+    await writer
+    # Every position of the session after the snapshot, exactly once, and the view is the projection.
+    expected = [p for p in await session_positions(ledger, "S") if p > snapshot_position]
+    assert positions == expected
+    answer = await ledger.queries.connections("S")
+    assert live == {c["connectionId"] for c in answer["connections"]}
+
+
+async def session_positions(ledger: Ledger, session: str) -> list[int]:
+    out: list[int] = []
+    async for rows in ledger.store.records(session_id=session):
+        out.extend(r[0] for r in rows)
+    return out
+
+
+async def test_sse_resumes_after_last_event_id_without_a_snapshot(
+    live_server: tuple[str, Ledger, DirectPublisher],
+) -> None:
+    url, _, publisher = live_server
+    await publisher.publish(
+        [
+            (
+                "connections.S.connectionCreated",
+                orjson.dumps(native(f"e{i}", session="S", connection=f"c{i}")),
+            )
+            for i in range(5)
+        ]
+    )
+    async with (
+        httpx.AsyncClient(timeout=30) as client,
+        client.stream("GET", f"{url}/v1/sessions/S/stream", headers={"Last-Event-ID": "3"}) as response,
+    ):
+        got = []
+        async for message in read_sse(response, 0):
+            got.append(message)
+            if len(got) == 2:
+                break
+    assert [m["event"] for m in got] == ["connectionCreated", "connectionCreated"]
+    assert [m["id"] for m in got] == ["4", "5"]
+    assert not any(m["data"].get("snapshot") for m in got)

@@ -1,0 +1,109 @@
+"""Helpers for the end-to-end tests that talk to the service over NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from nats.aio.client import Client
+
+from service.events import Event
+
+
+async def publish_all(nc: Client, lines: list[bytes]) -> None:
+    js = nc.jetstream()
+    for line in lines:
+        body = orjson.loads(line)
+        kind = body.get("type") or body.get("event")
+        await js.publish_async(f"connections.{body['sessionId']}.{kind}", line)
+    await js.publish_async_completed()
+
+
+async def ask(
+    nc: Client, subject: str, body: dict[str, Any] | None = None, timeout: float = 10
+) -> dict[str, Any]:
+    reply = await nc.request(subject, orjson.dumps(body) if body is not None else b"", timeout=timeout)
+    answer: dict[str, Any] = orjson.loads(reply.data)
+    return answer
+
+
+async def wait_for_head(nc: Client, position: int, timeout: float = 120) -> int:
+    """Ask until the ledger's head reaches `position` (or the time is up); returns the head."""
+    deadline = time.monotonic() + timeout
+    head = 0
+    while time.monotonic() < deadline:
+        try:
+            answer = await ask(nc, "ledger.sessions.probe.count", {"minPosition": position}, timeout=15)
+            head = int(answer.get("position", 0))
+        except Exception:  # the service may be restarting
+            await asyncio.sleep(0.2)
+            continue
+        if head >= position:
+            return head
+    return head
+
+
+async def replay(nc: Client, request: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    inbox = nc.new_inbox()
+    records: list[dict[str, Any]] = []
+    end: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def collect(message: Any) -> None:
+        if message.headers and "Ledger-Replay-End" in message.headers:
+            end.set_result(message.headers["Ledger-Replay-End"])
+        else:
+            records.append(orjson.loads(message.data))
+
+    subscription = await nc.subscribe(inbox, cb=collect, pending_msgs_limit=2_000_000)
+    await nc.publish("ledger.replay", orjson.dumps(request), reply=inbox)
+    last = await asyncio.wait_for(end, 60)
+    await subscription.unsubscribe()
+    return records, last
+
+
+async def ledger_stream(nc: Client, expected: int, timeout: float = 60) -> list[dict[str, Any]]:
+    """Every message of the LEDGER stream, in stream order."""
+    js = nc.jetstream()
+    deadline = time.monotonic() + timeout
+    while (await js.stream_info("LEDGER")).state.messages < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    total = (await js.stream_info("LEDGER")).state.messages
+    consumer = await js.pull_subscribe("ledger.records.>", stream="LEDGER")
+    out: list[dict[str, Any]] = []
+    while len(out) < total:
+        for message in await consumer.fetch(1000, timeout=10):
+            out.append(orjson.loads(message.data))
+            await message.ack()
+    await consumer.unsubscribe()
+    return out
+
+
+def final_live_sets(events: list[Event]) -> dict[str, set[str]]:
+    """The two-phase set's final state: created and never destroyed (order does not matter)."""
+    created = {(e.session_id, e.connection_id) for e in events if e.type.value == "connectionCreated"}
+    destroyed = {(e.session_id, e.connection_id) for e in events if e.type.value == "connectionDestroyed"}
+    live: dict[str, set[str]] = {e.session_id: set() for e in events}
+    for session, connection in created - destroyed:
+        live[session].add(connection)
+    return live
+
+
+def check_counts_follow_the_ledger(records: list[dict[str, Any]]) -> None:
+    """Fold the records in position order and check each one's `count` against the fold."""
+    state: dict[tuple[str, str], bool] = {}
+    counts: dict[str, int] = {}
+    for record in records:
+        session = record["sessionId"]
+        key = (session, record["connection"]["connectionId"])
+        counts.setdefault(session, 0)
+        if not record["defaultPrevented"]:
+            if record["type"] == "connectionCreated" and key not in state:
+                state[key] = True
+                counts[session] += 1
+            elif record["type"] == "connectionDestroyed":
+                if state.get(key) is True:
+                    counts[session] -= 1
+                state[key] = False
+        assert record["count"] == counts[session], f"record {record['position']}"

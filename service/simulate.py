@@ -42,7 +42,7 @@ async def simulate(
     sent = 0
     started = time.monotonic()
     try:
-        for line in generate(10**12, seed=seed, sessions=sessions):
+        for line in generate(10**12, seed=seed, sessions=sessions, epoch_ms=time.time_ns() // 1_000_000):
             elapsed = time.monotonic() - started
             if duration is not None and elapsed >= duration:
                 break

@@ -61,8 +61,9 @@ def generate(
     swap_rate: float = 0.02,
     vonage_rate: float = 0.05,
     recorder_rate: float = 0.03,
+    epoch_ms: int = _EPOCH,
 ) -> Iterator[bytes]:
-    """`count` NDJSON bodies (without newlines)."""
+    """`count` NDJSON bodies (without newlines), with times starting at `epoch_ms`."""
     rng = random.Random(seed)
     session_count = sessions or max(1, count // 200)
     names = [f"2_MX40NTU0NjQ3Mn5-{seed}-{i:07d}-fg" for i in range(session_count)]
@@ -70,7 +71,7 @@ def generate(
     recent: list[bytes] = []
     emitted = 0
     serial = 0
-    clock = _EPOCH
+    clock = epoch_ms
     pending: list[bytes] = []
     while emitted < count:
         if pending:

@@ -20,6 +20,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
 
 from service.errors import TransientError
 from service.ledger.model import BatchResult, Incoming, Rejected
@@ -78,18 +79,32 @@ class Ingestor:
                 max_ack_pending=max(20_000, settings.batch_size * 4),
             ),
         )
-        while not self.stopping.is_set():
-            try:
-                messages = await subscription.fetch(settings.batch_size, timeout=settings.fetch_timeout)
-            except (nats.errors.TimeoutError, TimeoutError):
-                continue  # nothing to read within fetch_timeout (nats-py raises either kind)
-            except nats.errors.Error as error:
-                # Disconnected or reconnecting: nats-py reconnects by itself; try again shortly.
-                log.warning("fetch failed, retrying: %s", error)
-                await asyncio.sleep(0.5)
-                continue
-            await self._handle(messages)
+        # The next fetch runs while the current batch is appended: the network wait and the
+        # database work overlap instead of taking turns. Each batch is still acked only after
+        # its own commit, and batches commit in the order they were fetched.
+        fetching = asyncio.create_task(self._fetch(subscription))
+        while True:
+            messages = await fetching
+            if self.stopping.is_set():
+                # Drain: what is in hand is committed and acked, nothing more is fetched.
+                if messages:
+                    await self._handle(messages)
+                break
+            fetching = asyncio.create_task(self._fetch(subscription))
+            if messages:
+                await self._handle(messages)
         log.info("ingest stopped after %d batches, %d messages", self.batches, self.messages)
+
+    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+        try:
+            return await subscription.fetch(self.settings.batch_size, timeout=self.settings.fetch_timeout)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return []  # nothing to read within fetch_timeout (nats-py raises either kind)
+        except nats.errors.Error as error:
+            # Disconnected or reconnecting: nats-py reconnects by itself; try again shortly.
+            log.warning("fetch failed, retrying: %s", error)
+            await asyncio.sleep(0.5)
+            return []
 
     async def _process(self, messages: list[Msg]) -> BatchResult:
         received = now_ms()

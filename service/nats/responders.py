@@ -5,7 +5,9 @@ Subscriptions use a queue group, so with several instances each request is answe
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = ["Responders", "valid_session_id"]
 
 log = logging.getLogger(__name__)
 QUEUE = "connection-ledger"
+MAX_IN_FLIGHT = 256
 
 
 class BadRequest(LedgerError):
@@ -76,18 +79,47 @@ class Responders:
         self.settings = settings
         self.committed = committed
         self.subscriptions: list[Subscription] = []
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.subscriptions = [
-            await self.nc.subscribe("ledger.sessions.*.count", queue=QUEUE, cb=self._count),
-            await self.nc.subscribe("ledger.sessions.*.connections", queue=QUEUE, cb=self._connections),
-            await self.nc.subscribe("ledger.replay", queue=QUEUE, cb=self._replay),
+            await self.nc.subscribe(
+                "ledger.sessions.*.count", queue=QUEUE, cb=self._concurrently(self._count)
+            ),
+            await self.nc.subscribe(
+                "ledger.sessions.*.connections", queue=QUEUE, cb=self._concurrently(self._connections)
+            ),
+            await self.nc.subscribe("ledger.replay", queue=QUEUE, cb=self._concurrently(self._replay)),
         ]
+
+    def _concurrently(
+        self, handler: Callable[[Msg], Coroutine[Any, Any, None]]
+    ) -> Callable[[Msg], Awaitable[None]]:
+        """nats-py awaits a subscription's callback before it hands over the next message, so a
+        slow answer (a minPosition wait, a long replay) would hold up every request behind it.
+        Each request gets a task of its own instead, at most MAX_IN_FLIGHT at a time."""
+
+        async def dispatch(message: Msg) -> None:
+            await self._slots.acquire()
+            task: asyncio.Task[None] = asyncio.create_task(handler(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+
+        return dispatch
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("answering a request failed", exc_info=task.exception())
 
     async def stop(self) -> None:
         for subscription in self.subscriptions:
             await subscription.drain()  # type: ignore[no-untyped-call]
         self.subscriptions = []
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
 
     async def _answer(self, message: Msg, connections: bool) -> None:
         try:

@@ -1,0 +1,266 @@
+"""HTTP figures: `GET /v1/sessions/{id}/count` under load while ingest runs, and
+`GET /v1/events` streaming speed, each beside a baseline measured in the same run.
+
+    .venv/bin/python bench/http_bench.py [--backend sqlite|postgresql] [--events 200000] [--seconds 10]
+
+It starts its own nats-server and `connledger serve` (fresh database), loads --events events,
+then measures:
+
+1. count requests with wrk (Debian's `wrk`; 2 threads, 32 connections) for --seconds while
+   `connledger simulate` publishes 1,000 events/s into the same service; requests/s and the
+   latency percentiles wrk reports. Baseline: the same wrk against a bare uvicorn app that
+   answers a constant JSON body (this machine's ceiling for one Python HTTP process).
+2. `GET /v1/events` of the whole ledger to a counting client: records/s. Baseline: `connledger
+   replay > /dev/null` of the same ledger (the store's own read speed, no HTTP).
+
+Targets: count >= 3,000 requests/s with p99 printed; events >= 150,000 records/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import nats
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from service.nats.embedded import find_binary  # noqa: E402
+from service.traffic import generate  # noqa: E402
+
+BIN = Path(sys.executable).parent
+ADMIN_PG = os.environ.get("LEDGER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(port)
+
+
+def wrk(url: str, seconds: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url], capture_output=True, text=True, check=True
+    ).stdout
+    figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for label in ("50", "90", "99"):
+        match = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out)
+        if match:
+            value, unit = float(match.group(1)), match.group(2)
+            figures[f"p{label}_ms"] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    return figures
+
+
+BARE_APP = """
+import orjson
+from fastapi import FastAPI
+from fastapi.responses import Response
+app = FastAPI()
+@app.get("/count")
+async def count() -> Response:
+    body = orjson.dumps({"sessionId": "s", "count": 3, "position": 1})
+    return Response(body, media_type="application/json")
+"""
+
+
+async def load(nats_url: str, events: int) -> int:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    unique = set()
+    for line in generate(events, seed=5, sessions=max(1, events // 200)):
+        body = orjson.loads(line)
+        kind = body.get("type") or body.get("event")
+        unique.add(body.get("id") or (body["sessionId"], body["connection"]["id"], kind, body["timestamp"]))
+        await js.publish_async(f"connections.{body['sessionId']}.{kind}", line)
+    await js.publish_async_completed()
+    await nc.close()
+    return len(unique)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+
+    work = Path(tempfile.mkdtemp(prefix="ledger-http-bench-"))
+    processes: list[subprocess.Popen[bytes]] = []
+    database = ""
+    try:
+        nats_port = free_port()
+        processes.append(
+            subprocess.Popen(
+                [str(find_binary()), "-js", "-sd", str(work / "js"), "-a", "127.0.0.1", "-p", str(nats_port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_port(nats_port)
+        nats_url = f"nats://127.0.0.1:{nats_port}"
+        if args.backend == "sqlite":
+            database = f"sqlite+aiosqlite:///{work / 'ledger.db'}"
+        else:
+            name = f"bench_http_{uuid.uuid4().hex[:8]}"
+            subprocess.run(["psql", ADMIN_PG, "-qc", f"CREATE DATABASE {name}"], check=True)
+            database = (
+                ADMIN_PG.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+            )
+        http_port = free_port()
+        env = {
+            **os.environ,
+            "LEDGER_DATABASE_URL": database,
+            "LEDGER_NATS_URL": nats_url,
+            "LEDGER_HTTP_PORT": str(http_port),
+            "LEDGER_HOOKS": "",
+        }
+        service = subprocess.Popen(
+            [str(BIN / "connledger"), "serve"],
+            env=env,
+            cwd=work,
+            stdout=subprocess.PIPE,
+            stderr=(work / "serve.log").open("wb"),
+        )
+        processes.append(service)
+        assert service.stdout is not None
+        while not service.stdout.readline().startswith(b"ready"):
+            pass
+        unique = asyncio.run(load(nats_url, args.events))
+        base = f"http://127.0.0.1:{http_port}"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            head = httpx.get(
+                f"{base}/v1/sessions/probe/count", params={"minPosition": unique}, timeout=30
+            ).json()
+            if head["position"] >= unique:
+                break
+        session = generate(1, seed=5, sessions=max(1, args.events // 200)).__next__()
+        session_id = orjson.loads(session)["sessionId"]
+
+        # 1. count under load, beside a bare uvicorn.
+        bare_port = free_port()
+        (work / "bare.py").write_text(BARE_APP)
+        bare = subprocess.Popen(
+            [
+                str(BIN / "python"),
+                "-m",
+                "uvicorn",
+                "bare:app",
+                "--port",
+                str(bare_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=work,
+        )
+        processes.append(bare)
+        wait_port(bare_port)
+        baseline = wrk(f"http://127.0.0.1:{bare_port}/count", args.seconds)
+        bare.terminate()
+        simulate = subprocess.Popen(
+            [
+                str(BIN / "connledger"),
+                "simulate",
+                "--rate",
+                "1000",
+                "--seed",
+                "9",
+                "--duration",
+                str(args.seconds + 5),
+            ],
+            env=env,
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(simulate)
+        time.sleep(2)
+        counted = wrk(f"{base}/v1/sessions/{session_id}/count", args.seconds)
+        simulate.wait(60)
+
+        # 2. /v1/events streaming, beside `connledger replay` of the same ledger.
+        records = 0
+        started = time.perf_counter()
+        with httpx.stream("GET", f"{base}/v1/events", params={"limit": unique}, timeout=120) as response:
+            for chunk in response.iter_bytes():
+                records += chunk.count(b"\n")
+        streamed = records / (time.perf_counter() - started)
+        started = time.perf_counter()
+        subprocess.run(
+            [str(BIN / "connledger"), "replay", "--limit", str(unique)],
+            env=env,
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
+        replayed = unique / (time.perf_counter() - started)
+
+        print(f"\nHTTP on {args.backend}, {unique} records in the ledger, 2 cores")
+        print(f"{'figure':<52}{'value':>14}{'baseline':>14}{'ratio':>8}")
+        print(
+            f"{'GET count, requests/s (ingest at 1,000 ev/s)':<52}{counted['rps']:>14,.0f}"
+            f"{baseline['rps']:>14,.0f}{counted['rps'] / baseline['rps']:>8.2f}"
+        )
+        for p in ("p50", "p90", "p99"):
+            print(
+                f"{'GET count latency ' + p + ' (ms)':<52}{counted.get(p + '_ms', float('nan')):>14.2f}"
+                f"{baseline.get(p + '_ms', float('nan')):>14.2f}"
+            )
+        print(
+            f"{'GET /v1/events, records/s':<52}{streamed:>14,.0f}{replayed:>14,.0f}"
+            f"{streamed / replayed:>8.2f}"
+        )
+        print("baselines: a bare uvicorn answering constant JSON; `connledger replay` (no HTTP)")
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        if args.backend == "postgresql" and database:
+            subprocess.run(
+                [
+                    "psql",
+                    ADMIN_PG,
+                    "-qc",
+                    f"DROP DATABASE IF EXISTS {database.rsplit('/', 1)[1]} WITH (FORCE)",
+                ],
+                check=False,
+            )
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -24,21 +24,38 @@ lookups and upserts, so a batch costs a handful of round trips whatever its size
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
-from service.ledger.append import CHECKPOINT, ConnectionKey, LedgerRow, RejectionRow
+from service.ledger.append import CHECKPOINT, ConnectionKey, ConnectionRow, LedgerRow, RejectionRow
 from service.ledger.model import ExistingEvent
-from service.ledger.records import RECORD_COLUMNS, REJECTED_COLUMNS
+from service.ledger.records import POSTGRES_RECORD_JSON, RECORD_COLUMNS, REJECTED_COLUMNS
 from service.ledger.schema import LEDGER_COLUMNS
 from service.ledger.store import LedgerStore, keyset_pages, transient_errors
 from service.projections.fold import ConnectionState
-from service.projections.rebuild import REBUILD_CONNECTIONS, REBUILD_SESSIONS
+from service.projections.rebuild import REBUILD_CONNECTIONS_POSTGRES, REBUILD_SESSIONS
 
 __all__ = ["LEDGER_LOCK", "PostgresStore"]
 
 # An arbitrary constant naming the ledger's writer lock ("LEDG" in ASCII).
 LEDGER_LOCK = 0x4C454447
+_CONNECTION_COLUMNS = (
+    "session_id",
+    "connection_id",
+    "live",
+    "creation_time",
+    "data",
+    "created_position",
+    "destroyed_position",
+    "reason",
+)
+# Planner settings of an append transaction (see PostgresStore.write).
+_KEYED_PLANS_ONLY = (
+    "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), "
+    "set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
+)
+# work_mem of the rebuild transaction (see PostgresStore.rebuild).
+REBUILD_WORK_MEM = "256MB"
 
 
 class _PostgresUnit:
@@ -93,34 +110,25 @@ class _PostgresUnit:
             *(list(column) for column in zip(*rows, strict=True)),
         )
 
-    async def upsert_connections(self, rows: Sequence[tuple[str, str, ConnectionState]]) -> None:
-        columns: list[list[Any]] = [[] for _ in range(8)]
-        for session_id, connection_id, st in rows:
-            for column, value in zip(
-                columns,
-                (
-                    session_id,
-                    connection_id,
-                    st.live,
-                    st.creation_time,
-                    st.data,
-                    st.created_position,
-                    st.destroyed_position,
-                    st.reason,
-                ),
-                strict=True,
-            ):
-                column.append(value)
+    async def insert_connections(self, rows: Sequence[ConnectionRow]) -> None:
+        if rows:
+            await self.pg.copy_records_to_table(
+                "projection_connections", records=rows, columns=_CONNECTION_COLUMNS
+            )
+
+    async def update_connections(self, rows: Sequence[ConnectionRow]) -> None:
+        if not rows:
+            return
         await self.pg.execute(
-            "INSERT INTO projection_connections (session_id, connection_id, live, creation_time, "
-            "data, created_position, destroyed_position, reason) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::bigint[], $5::text[], "
+            "UPDATE projection_connections AS p SET live = k.live, creation_time = k.creation_time, "
+            "data = k.data, created_position = k.created_position, "
+            "destroyed_position = k.destroyed_position, reason = k.reason "
+            "FROM unnest($1::text[], $2::text[], $3::bool[], $4::bigint[], $5::text[], "
             "$6::bigint[], $7::bigint[], $8::text[]) "
-            "ON CONFLICT (session_id, connection_id) DO UPDATE SET live = excluded.live, "
-            "creation_time = excluded.creation_time, data = excluded.data, "
-            "created_position = excluded.created_position, "
-            "destroyed_position = excluded.destroyed_position, reason = excluded.reason",
-            *columns,
+            "AS k(session_id, connection_id, live, creation_time, data, created_position, "
+            "destroyed_position, reason) "
+            "WHERE p.session_id = k.session_id AND p.connection_id = k.connection_id",
+            *(list(column) for column in zip(*rows, strict=True)),
         )
 
     async def upsert_session_counts(self, rows: Sequence[tuple[str, int]]) -> None:
@@ -168,6 +176,12 @@ class PostgresStore(LedgerStore):
     @asynccontextmanager
     async def write(self) -> AsyncIterator[_PostgresUnit]:
         async with self._locked() as pg:
+            # Every statement of an append reads or writes a batch's rows by key. Left to its
+            # statistics (always behind during an import, when the tables grow by the second),
+            # the planner often prefers to scan a whole table into a hash table instead: fine
+            # at a million rows, but the cost then grows with the ledger rather than with the
+            # batch. For this transaction only, plans are index probes.
+            await pg.execute(_KEYED_PLANS_ONLY)
             yield _PostgresUnit(pg)
 
     async def known(self, ids: Sequence[str]) -> dict[str, ExistingEvent]:
@@ -180,23 +194,28 @@ class PostgresStore(LedgerStore):
             async with self._locked() as pg:
                 # TRUNCATE, unlike DELETE, leaves no dead rows behind for a million tombstones.
                 await pg.execute("TRUNCATE projection_connections, projection_sessions")
-                await pg.execute(REBUILD_CONNECTIONS)
+                # The grouping holds a row per connection in a hash table: with the default
+                # 4 MB it spills to disk in batches and takes twice as long. For this
+                # transaction only; the server's memory, not this process's.
+                await pg.execute(f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'")
+                await pg.execute(REBUILD_CONNECTIONS_POSTGRES)
                 await pg.execute(REBUILD_SESSIONS)
                 unit = _PostgresUnit(pg)
                 head = await unit.head()
                 await unit.set_checkpoint(CHECKPOINT, head)
                 return head
 
-    async def records(
-        self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
-    ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+    async def _ledger_pages(
+        self, columns: str, after: int, session_id: str | None, limit: int | None
+    ) -> AsyncGenerator[list[Any], None]:
+        """`columns` (position first) of ledger rows in position order, a page at a time."""
         async with self._driver() as pg:
 
-            async def page(last: int, size: int) -> list[tuple[Any, ...]]:
+            async def page(last: int, size: int) -> list[Any]:
                 if session_id is None:
                     return list(
                         await pg.fetch(
-                            f"SELECT {RECORD_COLUMNS} FROM connection_ledger "
+                            f"SELECT {columns} FROM connection_ledger "
                             "WHERE position > $1 ORDER BY position LIMIT $2",
                             last,
                             size,
@@ -205,7 +224,7 @@ class PostgresStore(LedgerStore):
                 # Within a session, sequence order is position order; this uses its index.
                 return list(
                     await pg.fetch(
-                        f"SELECT {RECORD_COLUMNS} FROM connection_ledger "
+                        f"SELECT {columns} FROM connection_ledger "
                         "WHERE session_id = $1 AND position > $2 ORDER BY sequence LIMIT $3",
                         session_id,
                         last,
@@ -215,6 +234,21 @@ class PostgresStore(LedgerStore):
 
             async for rows in keyset_pages(page, after, limit):
                 yield rows
+
+    async def records(
+        self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
+    ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+        async with aclosing(self._ledger_pages(RECORD_COLUMNS, after, session_id, limit)) as pages:
+            async for rows in pages:
+                yield rows
+
+    async def record_lines(
+        self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        columns = f"position, {POSTGRES_RECORD_JSON}"
+        async with aclosing(self._ledger_pages(columns, after, session_id, limit)) as pages:
+            async for rows in pages:
+                yield "\n".join([row[1] for row in rows]).encode() + b"\n"
 
     async def rejected(
         self, *, after: int = 0, limit: int | None = None

@@ -11,29 +11,70 @@ SQLAlchemy's result machinery, which would cost more than the insert itself on t
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
+from itertools import chain
 from typing import Any
 
-from service.ledger.append import CHECKPOINT, ConnectionKey, LedgerRow, RejectionRow
+import orjson
+
+from service.ledger.append import CHECKPOINT, ConnectionKey, ConnectionRow, LedgerRow, RejectionRow
 from service.ledger.model import ExistingEvent
-from service.ledger.records import RECORD_COLUMNS, REJECTED_COLUMNS
+from service.ledger.records import RECORD_COLUMNS, REJECTED_COLUMNS, SQLITE_RECORD_JSON
 from service.ledger.schema import LEDGER_COLUMNS
 from service.ledger.store import LedgerStore, keyset_pages, transient_errors
 from service.projections.fold import ConnectionState
-from service.projections.rebuild import REBUILD_CONNECTIONS, REBUILD_SESSIONS
+from service.projections.rebuild import REBUILD_CONNECTIONS_SQLITE, REBUILD_SESSIONS
 
 __all__ = ["SqliteStore"]
 
+# The page cache of a connection while it appends (64 MiB).
+WRITER_CACHE_KIB = 64 * 1024
 # Far below SQLite's limit of 32766 bound parameters per statement.
 _CHUNK = 4000
 _EXISTING = (
     "SELECT event_id, position, type, session_id, event_time, connection_id, creation_time, "
     "data, reason, project_id FROM connection_ledger WHERE event_id IN ({})"
 )
-_INSERT_LEDGER = (
-    f"INSERT INTO connection_ledger ({', '.join(LEDGER_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(LEDGER_COLUMNS))})"
+# Rows that come back by the thousand are aggregated into one JSON text by SQLite (see
+# `_SqliteUnit`): one Python object to build instead of thousands of tuples.
+_SESSION_STATES = (
+    "SELECT json_group_array(json_array(s.session_id, s.last_sequence, coalesce(p.count, 0))) "
+    "FROM ledger_sessions s LEFT JOIN projection_sessions p ON p.session_id = s.session_id "
+    "WHERE s.session_id IN ({})"
 )
+# A join, not `(a, b) IN (VALUES ...)`: SQLite scans the whole table for the latter.
+_CONNECTION_STATES = (
+    "SELECT json_group_array(json_array(p.session_id, p.connection_id, p.live, p.creation_time, "
+    "p.data, p.created_position, p.destroyed_position, p.reason)) "
+    "FROM (VALUES {}) AS k CROSS JOIN projection_connections AS p "
+    "ON p.session_id = k.column1 AND p.connection_id = k.column2"
+)
+_INSERT_LEDGER = f"INSERT INTO connection_ledger ({', '.join(LEDGER_COLUMNS)}) VALUES {{}}"
+_UPSERT_LEDGER_SESSIONS = (
+    "INSERT INTO ledger_sessions (session_id, last_sequence, first_position, last_position) "
+    "VALUES {} ON CONFLICT (session_id) DO UPDATE SET "
+    "last_sequence = excluded.last_sequence, last_position = excluded.last_position"
+)
+_INSERT_CONNECTIONS = (
+    "INSERT INTO projection_connections (session_id, connection_id, live, creation_time, "
+    "data, created_position, destroyed_position, reason) VALUES {}"
+)
+# SQLite has no bulk UPDATE from a list of rows faster than this upsert of rows that exist.
+_UPDATE_CONNECTIONS = (
+    "INSERT INTO projection_connections (session_id, connection_id, live, creation_time, "
+    "data, created_position, destroyed_position, reason) VALUES {} "
+    "ON CONFLICT (session_id, connection_id) DO UPDATE SET live = excluded.live, "
+    "creation_time = excluded.creation_time, data = excluded.data, "
+    "created_position = excluded.created_position, "
+    "destroyed_position = excluded.destroyed_position, reason = excluded.reason"
+)
+_UPSERT_SESSION_COUNTS = (
+    "INSERT INTO projection_sessions (session_id, count) VALUES {} "
+    "ON CONFLICT (session_id) DO UPDATE SET count = excluded.count"
+)
+# Bound parameters per multi-row statement (see `_SqliteUnit`): several hundred rows, a few
+# milliseconds of SQLite's work per trip back to Python; under SQLite's limit of 32766.
+_PARAMETERS_PER_STATEMENT = 16_000
 
 
 def _marks(n: int) -> str:
@@ -44,9 +85,47 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _flat(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+    return tuple(chain.from_iterable(rows))
+
+
+def _values(rows: int, columns: int) -> str:
+    """`(?,?),(?,?),...`: the VALUES list of a multi-row statement."""
+    return ",".join([f"({_marks(columns)})"] * rows)
+
+
 class _SqliteUnit:
+    """The statements of one append, run on aiosqlite's thread.
+
+    That thread runs SQLite with the GIL released, in parallel with the importer decoding the
+    next batch on the main thread, but it needs the GIL back each time SQLite returns to
+    Python: after every row of an `executemany`, and for every row it fetches. While the main
+    thread is busy, each of those waits for the interpreter's switch interval (5 ms), so a
+    statement per row would crawl. Writes therefore go as multi-row INSERTs of hundreds of
+    rows each, and lookups that return thousands of rows come back as one JSON array.
+    """
+
     def __init__(self, db: Any) -> None:
         self.db = db
+
+    async def _write_rows(self, template: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Run `template` (with `{}` for its VALUES list) on all `rows`, in multi-row statements."""
+        if not rows:
+            return
+        columns = len(rows[0])
+        per_statement = max(1, _PARAMETERS_PER_STATEMENT // columns)
+        whole = len(rows) - len(rows) % per_statement
+        if whole:
+            flat = [_flat(rows[i : i + per_statement]) for i in range(0, whole, per_statement)]
+            await self.db.executemany(template.format(_values(per_statement, columns)), flat)
+        if whole < len(rows):
+            rest = rows[whole:]
+            await self.db.execute(template.format(_values(len(rest), columns)), _flat(rest))
+
+    async def _json_rows(self, sql: str, parameters: Sequence[Any]) -> list[list[Any]]:
+        rows = await self.db.execute_fetchall(sql, parameters)
+        found: list[list[Any]] = orjson.loads(rows[0][0])
+        return found
 
     async def head(self) -> int:
         rows = await self.db.execute_fetchall("SELECT coalesce(max(position), 0) FROM connection_ledger")
@@ -62,74 +141,34 @@ class _SqliteUnit:
     async def session_state(self, session_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         found: dict[str, tuple[int, int]] = {}
         for chunk in _chunks(session_ids):
-            rows = await self.db.execute_fetchall(
-                "SELECT s.session_id, s.last_sequence, coalesce(p.count, 0) "
-                "FROM ledger_sessions s LEFT JOIN projection_sessions p "
-                "ON p.session_id = s.session_id "
-                f"WHERE s.session_id IN ({_marks(len(chunk))})",
-                chunk,
-            )
-            for session_id, last_sequence, count in rows:
+            for session_id, last_sequence, count in await self._json_rows(
+                _SESSION_STATES.format(_marks(len(chunk))), chunk
+            ):
                 found[session_id] = (last_sequence, count)
         return found
 
     async def connection_states(self, keys: Sequence[ConnectionKey]) -> dict[ConnectionKey, ConnectionState]:
         found: dict[ConnectionKey, ConnectionState] = {}
         for chunk in _chunks(keys, _CHUNK // 2):
-            values = ",".join(["(?,?)"] * len(chunk))
-            params = [part for key in chunk for part in key]
-            # A join, not `(a, b) IN (VALUES ...)`: SQLite scans the whole table for the latter.
-            rows = await self.db.execute_fetchall(
-                "SELECT p.session_id, p.connection_id, p.live, p.creation_time, p.data, "
-                "p.created_position, p.destroyed_position, p.reason "
-                f"FROM (VALUES {values}) AS k CROSS JOIN projection_connections AS p "
-                "ON p.session_id = k.column1 AND p.connection_id = k.column2",
-                params,
-            )
+            rows = await self._json_rows(_CONNECTION_STATES.format(_values(len(chunk), 2)), _flat(chunk))
             for row in rows:
                 found[(row[0], row[1])] = ConnectionState(bool(row[2]), *row[3:])
         return found
 
     async def insert_ledger(self, rows: Sequence[LedgerRow]) -> None:
-        await self.db.executemany(_INSERT_LEDGER, rows)
+        await self._write_rows(_INSERT_LEDGER, rows)
 
     async def upsert_ledger_sessions(self, rows: Sequence[tuple[str, int, int, int]]) -> None:
-        await self.db.executemany(
-            "INSERT INTO ledger_sessions (session_id, last_sequence, first_position, last_position) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET "
-            "last_sequence = excluded.last_sequence, last_position = excluded.last_position",
-            rows,
-        )
+        await self._write_rows(_UPSERT_LEDGER_SESSIONS, rows)
 
-    async def upsert_connections(self, rows: Sequence[tuple[str, str, ConnectionState]]) -> None:
-        await self.db.executemany(
-            "INSERT INTO projection_connections (session_id, connection_id, live, creation_time, "
-            "data, created_position, destroyed_position, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (session_id, connection_id) DO UPDATE SET live = excluded.live, "
-            "creation_time = excluded.creation_time, data = excluded.data, "
-            "created_position = excluded.created_position, "
-            "destroyed_position = excluded.destroyed_position, reason = excluded.reason",
-            [
-                (
-                    s,
-                    c,
-                    st.live,
-                    st.creation_time,
-                    st.data,
-                    st.created_position,
-                    st.destroyed_position,
-                    st.reason,
-                )
-                for s, c, st in rows
-            ],
-        )
+    async def insert_connections(self, rows: Sequence[ConnectionRow]) -> None:
+        await self._write_rows(_INSERT_CONNECTIONS, rows)
+
+    async def update_connections(self, rows: Sequence[ConnectionRow]) -> None:
+        await self._write_rows(_UPDATE_CONNECTIONS, rows)
 
     async def upsert_session_counts(self, rows: Sequence[tuple[str, int]]) -> None:
-        await self.db.executemany(
-            "INSERT INTO projection_sessions (session_id, count) VALUES (?, ?) "
-            "ON CONFLICT (session_id) DO UPDATE SET count = excluded.count",
-            rows,
-        )
+        await self._write_rows(_UPSERT_SESSION_COUNTS, rows)
 
     async def set_checkpoint(self, name: str, position: int) -> None:
         await self.db.execute(
@@ -170,6 +209,10 @@ class SqliteStore(LedgerStore):
     @asynccontextmanager
     async def write(self) -> AsyncIterator[_SqliteUnit]:
         async with self._immediate() as db:
+            # A writer's inserts land all over the indexes (event ids, sessions, connections);
+            # with SQLite's default 2 MB page cache most of them miss and read the page again.
+            # Set per write, so that connections that only read keep the small default.
+            await db.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
             yield _SqliteUnit(db)
 
     async def known(self, ids: Sequence[str]) -> dict[str, ExistingEvent]:
@@ -182,33 +225,49 @@ class SqliteStore(LedgerStore):
             async with self._immediate() as db:
                 await db.execute("DELETE FROM projection_connections")
                 await db.execute("DELETE FROM projection_sessions")
-                await db.execute(REBUILD_CONNECTIONS)
+                await db.execute(REBUILD_CONNECTIONS_SQLITE)
                 await db.execute(REBUILD_SESSIONS)
                 head = await _SqliteUnit(db).head()
                 await _SqliteUnit(db).set_checkpoint(CHECKPOINT, head)
                 return head
 
-    async def records(
-        self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
+    async def _ledger_pages(
+        self, columns: str, after: int, session_id: str | None, limit: int | None
     ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+        """`columns` (position first) of ledger rows in position order, a page at a time."""
         async with self._driver() as db:
 
             async def page(last: int, size: int) -> list[tuple[Any, ...]]:
                 if session_id is None:
                     sql = (
-                        f"SELECT {RECORD_COLUMNS} FROM connection_ledger "
+                        f"SELECT {columns} FROM connection_ledger "
                         "WHERE position > ? ORDER BY position LIMIT ?"
                     )
                     return list(await db.execute_fetchall(sql, (last, size)))
                 # Within a session, sequence order is position order; this uses its index.
                 sql = (
-                    f"SELECT {RECORD_COLUMNS} FROM connection_ledger "
+                    f"SELECT {columns} FROM connection_ledger "
                     "WHERE session_id = ? AND position > ? ORDER BY sequence LIMIT ?"
                 )
                 return list(await db.execute_fetchall(sql, (session_id, last, size)))
 
             async for rows in keyset_pages(page, after, limit):
                 yield rows
+
+    async def records(
+        self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
+    ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+        async with aclosing(self._ledger_pages(RECORD_COLUMNS, after, session_id, limit)) as pages:
+            async for rows in pages:
+                yield rows
+
+    async def record_lines(
+        self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        columns = f"position, {SQLITE_RECORD_JSON}"
+        async with aclosing(self._ledger_pages(columns, after, session_id, limit)) as pages:
+            async for rows in pages:
+                yield "\n".join([row[1] for row in rows]).encode() + b"\n"
 
     async def rejected(
         self, *, after: int = 0, limit: int | None = None

@@ -91,6 +91,13 @@ class LedgerStore(ABC):
         """Ledger records (records.RECORD_COLUMNS) in position order, in chunks."""
 
     @abstractmethod
+    def record_lines(
+        self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """The same records as NDJSON, encoded by the database (see records.py), in chunks of
+        whole lines: `records.record_json` of each, one a line."""
+
+    @abstractmethod
     def rejected(
         self, *, after: int = 0, limit: int | None = None
     ) -> AsyncGenerator[list[tuple[Any, ...]], None]:

@@ -1,44 +1,82 @@
-"""Rebuilding the projections from the ledger, as set-based SQL that both databases run.
+"""Rebuilding the projections from the ledger, as set-based SQL.
 
 Because the fold is a two-phase set (see fold.py), a connection's final state is a function of
-the positions of its first applied create (fc) and first applied destroy (fd):
+two of its applied (not prevented) events: the first one of all, by position, and the first
+destroy (fd):
 
-    live = fd IS NULL
-    attributes (creationTime, data) from the row at fc if fc comes before fd, else from fd
-    created_position = fc if it comes before fd, else NULL; destroyed_position = fd
+    live                = fd IS NULL
+    creationTime, data  from the first event (a create, or a destroy that came before any create)
+    created_position    the first event's position if it is a create, else NULL
+    destroyed_position  fd, and reason from the event at fd
 
-which is exactly what the live fold computes one event at a time. Hooks are never called: their
-decision is read from `default_prevented` on each row. The property tests check that the two
-agree for arbitrary, shuffled, duplicated input.
+which is exactly what the live fold computes one event at a time. (The first event is a create
+exactly when the first create comes before the first destroy, the fold's condition for a
+connection that was live.) Hooks are never called: their decision is read from
+`default_prevented` on each row. The property tests check that the two agree for arbitrary,
+shuffled, duplicated input.
+
+The statements differ by database only in how they reach the attributes of those two events:
+
+- SQLite has no hash aggregation: grouping sorts the rows, and looking the two events up again
+  by position afterwards is a random read of the ledger for every connection. So each event's
+  columns are carried through the grouping instead, with SQLite's documented "bare column"
+  rule: in a query with a single min(), the other columns come from the row that has the
+  minimum (https://www.sqlite.org/lang_select.html#bareagg). One grouping gives the first
+  event, another (of the destroys only) the first destroy. `NOT INDEXED` stops SQLite from
+  walking the (session_id, sequence) index for a head start on the order, which it would pay
+  for with a random read of the table per row.
+- PostgreSQL groups with a hash table in one scan and then finds the two events by position,
+  as two hash joins against the ledger; given the memory for it (see PostgresStore.rebuild),
+  nothing spills to disk.
 """
 
 from __future__ import annotations
 
-__all__ = ["REBUILD_CONNECTIONS", "REBUILD_SESSIONS"]
+__all__ = ["REBUILD_CONNECTIONS_POSTGRES", "REBUILD_CONNECTIONS_SQLITE", "REBUILD_SESSIONS"]
 
-REBUILD_CONNECTIONS = """
+_INSERT = """
 INSERT INTO projection_connections
     (session_id, connection_id, live, creation_time, data, created_position,
      destroyed_position, reason)
-SELECT f.session_id, f.connection_id,
-       f.fd IS NULL,
-       src.creation_time, src.data,
-       CASE WHEN f.fc IS NOT NULL AND (f.fd IS NULL OR f.fc < f.fd) THEN f.fc END,
-       f.fd,
-       d.reason
+"""
+
+REBUILD_CONNECTIONS_SQLITE = (
+    _INSERT
+    + """
+SELECT f.session_id, f.connection_id, d.position IS NULL, f.creation_time, f.data,
+       CASE WHEN f.type = 'connectionCreated' THEN f.position END, d.position, d.reason
+FROM (
+    SELECT session_id, connection_id, min(position) AS position, type, creation_time, data
+    FROM connection_ledger NOT INDEXED
+    WHERE NOT default_prevented
+    GROUP BY session_id, connection_id
+) AS f
+LEFT JOIN (
+    SELECT session_id, connection_id, min(position) AS position, reason
+    FROM connection_ledger NOT INDEXED
+    WHERE NOT default_prevented AND type = 'connectionDestroyed'
+    GROUP BY session_id, connection_id
+) AS d ON d.session_id = f.session_id AND d.connection_id = f.connection_id
+"""
+)
+
+REBUILD_CONNECTIONS_POSTGRES = (
+    _INSERT
+    + """
+SELECT f.session_id, f.connection_id, f.fd IS NULL, src.creation_time, src.data,
+       CASE WHEN src.type = 'connectionCreated' THEN f.first END, f.fd, d.reason
 FROM (
     SELECT session_id, connection_id,
-           MIN(CASE WHEN type = 'connectionCreated' THEN position END) AS fc,
-           MIN(CASE WHEN type = 'connectionDestroyed' THEN position END) AS fd
+           min(position) AS first,
+           min(position) FILTER (WHERE type = 'connectionDestroyed') AS fd
     FROM connection_ledger
     WHERE NOT default_prevented
     GROUP BY session_id, connection_id
 ) AS f
-JOIN connection_ledger AS src
-  ON src.position = CASE WHEN f.fc IS NOT NULL AND (f.fd IS NULL OR f.fc < f.fd)
-                         THEN f.fc ELSE f.fd END
+JOIN connection_ledger AS src ON src.position = f.first
 LEFT JOIN connection_ledger AS d ON d.position = f.fd
 """
+)
 
 REBUILD_SESSIONS = """
 INSERT INTO projection_sessions (session_id, count)

@@ -1,0 +1,131 @@
+"""The migrations (CONTRACT 8: the service migrates the database at start; 9: the triggers that
+make the ledger immutable are created by the migrations), on both backends: an empty database
+goes up to head, down to base (nothing left), and up again, and the schema the migrations build
+is the one service.ledger.schema describes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.ledger.database import create_engine, current_revision, migrate
+from service.ledger.schema import metadata
+
+INSERT_ONE = (
+    "INSERT INTO connection_ledger (position, sequence, event_id, session_id, type, event_time, "
+    "recorded_at, connection_id, creation_time, data, reason, default_prevented, prevented_by, "
+    "hook_failures, source_format, project_id, count_after) VALUES (1, 1, 'e1', 's1', "
+    "'connectionCreated', 1, 2, 'c1', 1, NULL, NULL, false, NULL, NULL, 'native', NULL, 1)"
+)
+TABLES = {
+    "connection_ledger",
+    "ledger_sessions",
+    "projection_connections",
+    "projection_sessions",
+    "projection_checkpoints",
+    "rejected_messages",
+}
+
+
+async def _tables(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as connection:
+        return set(await connection.run_sync(lambda sync: inspect(sync).get_table_names()))
+
+
+async def _scalars(engine: AsyncEngine, sql: str) -> set[Any]:
+    async with engine.connect() as connection:
+        return set((await connection.execute(text(sql))).scalars().all())
+
+
+async def _triggers(engine: AsyncEngine) -> set[str]:
+    if engine.dialect.name == "sqlite":
+        return await _scalars(engine, "SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    return await _scalars(engine, "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+
+
+async def _functions(engine: AsyncEngine) -> set[str]:
+    if engine.dialect.name == "sqlite":
+        return set()
+    return await _scalars(
+        engine,
+        "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = 'public'",
+    )
+
+
+def _differences(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, metadata))
+
+
+async def _schema_differences(engine: AsyncEngine) -> list[Any]:
+    async with engine.connect() as connection:
+        return await connection.run_sync(_differences)
+
+
+async def _assert_at_head(engine: AsyncEngine) -> None:
+    assert await current_revision(engine) == "0001"
+    assert await _tables(engine) == TABLES | {"alembic_version"}
+    expected_triggers = (
+        {"connection_ledger_no_update", "connection_ledger_no_delete"}
+        if engine.dialect.name == "sqlite"
+        else {"connection_ledger_no_update_delete", "connection_ledger_no_truncate"}
+    )
+    assert await _triggers(engine) == expected_triggers
+    assert await _schema_differences(engine) == []
+    # The ledger starts empty, and the triggers work. (SQLite has row-level triggers only, so
+    # there must be a row for them to refuse a change to.)
+    assert await _scalars(engine, "SELECT count(*) FROM connection_ledger") == {0}
+    async with engine.begin() as connection:
+        await connection.execute(text(INSERT_ONE))
+    for statement in ("UPDATE connection_ledger SET data = 'x'", "DELETE FROM connection_ledger"):
+        with pytest.raises(Exception, match="append-only"):
+            async with engine.begin() as connection:
+                await connection.execute(text(statement))
+    assert await _scalars(engine, "SELECT count(*) FROM connection_ledger") == {1}
+
+
+async def _up_down_up(engine: AsyncEngine) -> None:
+    assert await _tables(engine) == set()
+    assert await current_revision(engine) is None
+
+    await migrate(engine)
+    await _assert_at_head(engine)
+    # Migrating a database already at head changes nothing (the row inserted above stays).
+    await migrate(engine)
+    assert await current_revision(engine) == "0001"
+    assert await _scalars(engine, "SELECT count(*) FROM connection_ledger") == {1}
+
+    await migrate(engine, "base", downgrade=True)
+    # Alembic keeps its (now empty) version table; every table of the ledger is gone, with
+    # the triggers and PostgreSQL's trigger function.
+    assert await _tables(engine) <= {"alembic_version"}
+    assert await current_revision(engine) is None
+    assert await _triggers(engine) == set()
+    assert "connection_ledger_refuse_change" not in await _functions(engine)
+
+    await migrate(engine)
+    await _assert_at_head(engine)
+
+
+async def test_upgrade_downgrade_upgrade_on_sqlite(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    try:
+        await _up_down_up(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrade_downgrade_upgrade_on_postgresql(fresh_postgres: str) -> None:
+    engine = create_engine(fresh_postgres)
+    try:
+        await _up_down_up(engine)
+    finally:
+        await engine.dispose()

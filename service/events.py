@@ -26,6 +26,7 @@ __all__ = [
     "Ignored",
     "SourceFormat",
     "decode",
+    "is_session_id",
     "subject_tokens",
 ]
 
@@ -42,8 +43,9 @@ _ID_FORBIDDEN: Final = re.compile(r"[^A-Za-z0-9._:\-]")
 
 
 @lru_cache(maxsize=65_536)
-def _valid_session_id(value: str) -> bool:
-    """A session has many events: its id is checked against the pattern once, then remembered."""
+def is_session_id(value: str) -> bool:
+    """Whether `value` is a valid sessionId. A session has many events: its id is checked
+    against the pattern once, then remembered."""
     return _SESSION_RE.fullmatch(value) is not None
 
 
@@ -139,7 +141,7 @@ def _text(value: object, field: str, max_chars: int, *, required: bool) -> str |
 
 
 def _session_id(value: object, field: str = "sessionId") -> str:
-    if type(value) is not str or not _valid_session_id(value):
+    if type(value) is not str or not is_session_id(value):
         raise _invalid(
             field,
             f"{field} must be 1 to 256 characters of A-Z a-z 0-9 - _ ~ = : "

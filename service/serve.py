@@ -9,7 +9,10 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from typing import Any
+
+import orjson
 
 from service.bootstrap import open_ledger
 from service.errors import ConfigurationError
@@ -122,11 +125,30 @@ async def serve(settings: Settings) -> int:
             await embedded.stop()
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors: what a terminal shows as text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
 def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # nats-py logs reconnects at ERROR; keep them, but not its per-message chatter.
+    """Text on a terminal, JSON lines otherwise; nothing per message at INFO."""
+    handler = logging.StreamHandler(sys.stderr)
+    if sys.stderr.isatty():
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        formatter = JsonFormatter()
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # nats-py reports reconnects itself; our callbacks log them once, in a line each.
     logging.getLogger("nats").setLevel(logging.WARNING)

@@ -270,6 +270,7 @@ def replay(session_id: str | None, after: int, limit: int | None, as_json: bool)
     out = Output(as_json)
 
     async def work(ledger: Ledger) -> None:
+        _tune_for_bulk_work()
         if out.json:
             # Encoded by the database, a page at a time (see ledger/records.py): the bytes of
             # record_json, several times faster than encoding each record here.

@@ -23,7 +23,7 @@ from service import schemas
 from service.asyncapi import asyncapi_document
 from service.bootstrap import Ledger
 from service.errors import TransientError
-from service.events import _SESSION_RE
+from service.events import is_session_id
 from service.http.intake import MAX_REQUEST_BYTES, HttpRejection, events_from_body, vonage_from_body
 from service.http.sse import session_stream
 from service.ledger.records import record_json, rejected_to_dict
@@ -55,7 +55,7 @@ def _error(status: int, code: str, message: str, field: str | None) -> Response:
 
 
 def _session(session_id: str) -> None:
-    if _SESSION_RE.fullmatch(session_id) is None:
+    if not is_session_id(session_id):
         raise HttpRejection(
             422,
             "invalid_field",

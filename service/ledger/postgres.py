@@ -54,6 +54,10 @@ _KEYED_PLANS_ONLY = (
     "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), "
     "set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
 )
+_LINE_RANGE = (
+    f"SELECT {POSTGRES_RECORD_JSON} FROM connection_ledger "
+    "WHERE position > $1 AND position <= $2 ORDER BY position"
+)
 # work_mem of the rebuild transaction (see PostgresStore.rebuild).
 REBUILD_WORK_MEM = "256MB"
 
@@ -186,7 +190,9 @@ class PostgresStore(LedgerStore):
 
     async def known(self, ids: Sequence[str]) -> dict[str, ExistingEvent]:
         with transient_errors():
-            async with self._driver() as pg:
+            async with self._driver() as pg, pg.transaction():
+                # An import's batch of tens of thousands of ids: index probes, as in `write`.
+                await pg.execute(_KEYED_PLANS_ONLY)
                 return await _PostgresUnit(pg).existing(ids)
 
     async def rebuild(self) -> int:
@@ -242,13 +248,17 @@ class PostgresStore(LedgerStore):
             async for rows in pages:
                 yield rows
 
-    async def record_lines(
-        self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
-    ) -> AsyncGenerator[bytes, None]:
-        columns = f"position, {POSTGRES_RECORD_JSON}"
-        async with aclosing(self._ledger_pages(columns, after, session_id, limit)) as pages:
-            async for rows in pages:
-                yield "\n".join([row[1] for row in rows]).encode() + b"\n"
+    def _line_pages(
+        self, after: int, session_id: str | None, limit: int | None
+    ) -> AsyncGenerator[list[tuple[int, str]], None]:
+        return self._ledger_pages(f"position, {POSTGRES_RECORD_JSON}", after, session_id, limit)
+
+    async def _line_range(self, pg: Any, low: int, high: int) -> bytes:
+        rows = await pg.fetch(_LINE_RANGE, low, high)
+        return "\n".join([row[0] for row in rows]).encode() + b"\n"
+
+    async def _head_on(self, pg: Any) -> int:
+        return await _PostgresUnit(pg).head()
 
     async def rejected(
         self, *, after: int = 0, limit: int | None = None

@@ -29,20 +29,23 @@ __all__ = ["SqliteStore"]
 
 # The page cache of a connection while it appends (64 MiB).
 WRITER_CACHE_KIB = 64 * 1024
-# Far below SQLite's limit of 32766 bound parameters per statement.
-_CHUNK = 4000
+# (session, connection) pairs per lookup statement (a power of 8; two parameters each).
+_KEY_PAIRS_PER_LOOKUP = 4096
+# Keys given as one JSON array: one statement whatever their number, compiled once.
 _EXISTING = (
     "SELECT event_id, position, type, session_id, event_time, connection_id, creation_time, "
-    "data, reason, project_id FROM connection_ledger WHERE event_id IN ({})"
+    "data, reason, project_id FROM connection_ledger "
+    "WHERE event_id IN (SELECT value FROM json_each(?))"
 )
 # Rows that come back by the thousand are aggregated into one JSON text by SQLite (see
 # `_SqliteUnit`): one Python object to build instead of thousands of tuples.
 _SESSION_STATES = (
     "SELECT json_group_array(json_array(s.session_id, s.last_sequence, coalesce(p.count, 0))) "
     "FROM ledger_sessions s LEFT JOIN projection_sessions p ON p.session_id = s.session_id "
-    "WHERE s.session_id IN ({})"
+    "WHERE s.session_id IN (SELECT value FROM json_each(?))"
 )
-# A join, not `(a, b) IN (VALUES ...)`: SQLite scans the whole table for the latter.
+# A join, not `(a, b) IN (VALUES ...)`: SQLite scans the whole table for the latter. (Pairs
+# from a JSON array, `k.value ->> 0`, take twice as long as a VALUES list.)
 _CONNECTION_STATES = (
     "SELECT json_group_array(json_array(p.session_id, p.connection_id, p.live, p.creation_time, "
     "p.data, p.created_position, p.destroyed_position, p.reason)) "
@@ -72,6 +75,10 @@ _UPSERT_SESSION_COUNTS = (
     "INSERT INTO projection_sessions (session_id, count) VALUES {} "
     "ON CONFLICT (session_id) DO UPDATE SET count = excluded.count"
 )
+_LINE_RANGE = (
+    f"SELECT {SQLITE_RECORD_JSON} FROM connection_ledger "
+    "WHERE position > ? AND position <= ? ORDER BY position"
+)
 # Bound parameters per multi-row statement (see `_SqliteUnit`): several hundred rows, a few
 # milliseconds of SQLite's work per trip back to Python; under SQLite's limit of 32766.
 _PARAMETERS_PER_STATEMENT = 16_000
@@ -81,8 +88,30 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> list[Sequence[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _groups(items: Sequence[Any], largest: int) -> list[tuple[int, list[Sequence[Any]]]]:
+    """`items` cut into slices of `largest` rows, then of largest/8, largest/64, ... down to 1
+    (`largest` a power of 8), grouped by length: [(length, slices), ...].
+
+    A statement is written for the length of its slices, and compiling one of a few hundred
+    rows costs SQLite four times as much as running it. With these lengths a few statements
+    per table cover every batch size and stay in the sqlite3 module's statement cache, and a
+    batch takes at most one `executemany` per length."""
+    groups: list[tuple[int, list[Sequence[Any]]]] = []
+    start, size = 0, largest
+    while start < len(items):
+        count = (len(items) - start) // size
+        if count:
+            groups.append((size, [items[start + i * size : start + (i + 1) * size] for i in range(count)]))
+            start += count * size
+        size //= 8
+    return groups
+
+
+def _power_of_8_at_most(n: int) -> int:
+    size = 1
+    while size * 8 <= n:
+        size *= 8
+    return size
 
 
 def _flat(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -113,14 +142,8 @@ class _SqliteUnit:
         if not rows:
             return
         columns = len(rows[0])
-        per_statement = max(1, _PARAMETERS_PER_STATEMENT // columns)
-        whole = len(rows) - len(rows) % per_statement
-        if whole:
-            flat = [_flat(rows[i : i + per_statement]) for i in range(0, whole, per_statement)]
-            await self.db.executemany(template.format(_values(per_statement, columns)), flat)
-        if whole < len(rows):
-            rest = rows[whole:]
-            await self.db.execute(template.format(_values(len(rest), columns)), _flat(rest))
+        for length, slices in _groups(rows, _power_of_8_at_most(_PARAMETERS_PER_STATEMENT // columns)):
+            await self.db.executemany(template.format(_values(length, columns)), map(_flat, slices))
 
     async def _json_rows(self, sql: str, parameters: Sequence[Any]) -> list[list[Any]]:
         rows = await self.db.execute_fetchall(sql, parameters)
@@ -132,27 +155,20 @@ class _SqliteUnit:
         return int(rows[0][0])
 
     async def existing(self, ids: Sequence[str]) -> dict[str, ExistingEvent]:
-        found: dict[str, ExistingEvent] = {}
-        for chunk in _chunks(ids):
-            for row in await self.db.execute_fetchall(_EXISTING.format(_marks(len(chunk))), chunk):
-                found[row[0]] = ExistingEvent(row[1], tuple(row[2:]))
-        return found
+        rows = await self.db.execute_fetchall(_EXISTING, (orjson.dumps(list(ids)).decode(),))
+        return {row[0]: ExistingEvent(row[1], tuple(row[2:])) for row in rows}
 
     async def session_state(self, session_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        found: dict[str, tuple[int, int]] = {}
-        for chunk in _chunks(session_ids):
-            for session_id, last_sequence, count in await self._json_rows(
-                _SESSION_STATES.format(_marks(len(chunk))), chunk
-            ):
-                found[session_id] = (last_sequence, count)
-        return found
+        rows = await self._json_rows(_SESSION_STATES, (orjson.dumps(list(session_ids)).decode(),))
+        return {session_id: (last_sequence, count) for session_id, last_sequence, count in rows}
 
     async def connection_states(self, keys: Sequence[ConnectionKey]) -> dict[ConnectionKey, ConnectionState]:
         found: dict[ConnectionKey, ConnectionState] = {}
-        for chunk in _chunks(keys, _CHUNK // 2):
-            rows = await self._json_rows(_CONNECTION_STATES.format(_values(len(chunk), 2)), _flat(chunk))
-            for row in rows:
-                found[(row[0], row[1])] = ConnectionState(bool(row[2]), *row[3:])
+        for length, slices in _groups(keys, _KEY_PAIRS_PER_LOOKUP):
+            sql = _CONNECTION_STATES.format(_values(length, 2))
+            for chunk in slices:
+                for row in await self._json_rows(sql, _flat(chunk)):
+                    found[(row[0], row[1])] = ConnectionState(bool(row[2]), *row[3:])
         return found
 
     async def insert_ledger(self, rows: Sequence[LedgerRow]) -> None:
@@ -261,13 +277,17 @@ class SqliteStore(LedgerStore):
             async for rows in pages:
                 yield rows
 
-    async def record_lines(
-        self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
-    ) -> AsyncGenerator[bytes, None]:
-        columns = f"position, {SQLITE_RECORD_JSON}"
-        async with aclosing(self._ledger_pages(columns, after, session_id, limit)) as pages:
-            async for rows in pages:
-                yield "\n".join([row[1] for row in rows]).encode() + b"\n"
+    def _line_pages(
+        self, after: int, session_id: str | None, limit: int | None
+    ) -> AsyncGenerator[list[tuple[int, str]], None]:
+        return self._ledger_pages(f"position, {SQLITE_RECORD_JSON}", after, session_id, limit)
+
+    async def _line_range(self, db: Any, low: int, high: int) -> bytes:
+        rows = await db.execute_fetchall(_LINE_RANGE, (low, high))
+        return "\n".join([row[0] for row in rows]).encode() + b"\n"
+
+    async def _head_on(self, db: Any) -> int:
+        return await _SqliteUnit(db).head()
 
     async def rejected(
         self, *, after: int = 0, limit: int | None = None

@@ -8,11 +8,13 @@ any amount of history streams in constant memory without holding a transaction o
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncGenerator, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, contextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, contextmanager
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -22,9 +24,11 @@ from service.errors import TransientError
 from service.ledger.append import WriteUnit, append_batch
 from service.ledger.model import Candidate, ExistingEvent, Outcome, Rejection
 
-__all__ = ["READ_CHUNK", "LedgerStore", "now_ms", "transient_errors"]
+__all__ = ["PARALLEL_READERS", "READ_CHUNK", "LedgerStore", "now_ms", "transient_errors"]
 
 READ_CHUNK = 5000
+# Connections that read and encode record ranges at once (see LedgerStore.record_lines).
+PARALLEL_READERS = 2
 # SQLSTATE classes that mean "try again": connection exception, insufficient resources,
 # operator intervention (shutdown, cannot connect now), transaction rollback (deadlock).
 _TRANSIENT_SQLSTATE_CLASSES = {"08", "53", "57", "40"}
@@ -91,11 +95,73 @@ class LedgerStore(ABC):
         """Ledger records (records.RECORD_COLUMNS) in position order, in chunks."""
 
     @abstractmethod
-    def record_lines(
+    def _driver(self) -> AbstractAsyncContextManager[Any]:
+        """A connection of the driver (aiosqlite, asyncpg) from the engine's pool."""
+
+    @abstractmethod
+    async def _line_range(self, db: Any, low: int, high: int) -> bytes:
+        """NDJSON of the records at positions low+1 .. high (see record_lines), on `db`."""
+
+    @abstractmethod
+    def _line_pages(
+        self, after: int, session_id: str | None, limit: int | None
+    ) -> AsyncGenerator[list[tuple[int, str]], None]:
+        """(position, record JSON) of records after `after`, keyset-paged (see records)."""
+
+    async def record_lines(
         self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
     ) -> AsyncGenerator[bytes, None]:
-        """The same records as NDJSON, encoded by the database (see records.py), in chunks of
-        whole lines: `records.record_json` of each, one a line."""
+        """The same records as `records`, as NDJSON encoded by the database (see records.py):
+        `records.record_json` of each, one a line, in chunks of whole lines.
+
+        Positions are dense (from 1, no gap), so up to the head at the start the records are
+        read as ranges of positions, on two connections at once: the encoding, which is most of
+        the work, then runs in two SQLite threads or two PostgreSQL backends. Records appended
+        since, and a session's records, are read a page at a time after the last one sent."""
+        if session_id is None:
+            head = await self._read_head()
+            end = head if limit is None else min(head, after + limit)
+            if end > after:
+                async with aclosing(self._dense_lines(after, end)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+                if limit is not None:
+                    limit -= end - after  # dense: exactly one record per position
+                    if limit <= 0:
+                        return
+                after = end
+        async with aclosing(self._line_pages(after, session_id, limit)) as pages:
+            async for rows in pages:
+                yield "\n".join([row[1] for row in rows]).encode() + b"\n"
+
+    async def _read_head(self) -> int:
+        async with self._driver() as db:
+            return await self._head_on(db)
+
+    @abstractmethod
+    async def _head_on(self, db: Any) -> int:
+        """The ledger's head position, read on `db`."""
+
+    async def _dense_lines(self, after: int, end: int) -> AsyncGenerator[bytes, None]:
+        """NDJSON of positions after+1 .. end, READ_CHUNK at a time, read by PARALLEL_READERS
+        connections taking turns, and yielded in order."""
+        async with AsyncExitStack() as stack:
+            readers = [await stack.enter_async_context(self._driver()) for _ in range(PARALLEL_READERS)]
+            pending: deque[asyncio.Future[bytes]] = deque()
+            low, turn = after, 0
+            try:
+                while low < end or pending:
+                    # A reader gets its next range only after its previous one was taken.
+                    while low < end and len(pending) < len(readers):
+                        high = min(low + READ_CHUNK, end)
+                        reader = readers[turn % len(readers)]
+                        pending.append(asyncio.ensure_future(self._line_range(reader, low, high)))
+                        low, turn = high, turn + 1
+                    yield await pending.popleft()
+            finally:
+                for future in pending:
+                    future.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
 
     @abstractmethod
     def rejected(

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from service.errors import LedgerError, RejectCode, TransientError
-from service.events import _SESSION_RE
+from service.events import is_session_id
 from service.ledger.records import record_json
 from service.ledger.store import LedgerStore
 from service.notify import CommitSignal
@@ -25,7 +25,7 @@ from service.projections.queries import ProjectionQueries
 from service.projections.waiting import wait_for_position
 from service.settings import Settings
 
-__all__ = ["Responders", "valid_session_id"]
+__all__ = ["Responders"]
 
 log = logging.getLogger(__name__)
 QUEUE = "connection-ledger"
@@ -37,10 +37,6 @@ class BadRequest(LedgerError):
         super().__init__(message)
         self.message = message
         self.field = field
-
-
-def valid_session_id(session_id: str) -> bool:
-    return _SESSION_RE.fullmatch(session_id) is not None
 
 
 def _options(data: bytes) -> dict[str, Any]:
@@ -126,7 +122,7 @@ class Responders:
             # ledger.sessions.<sessionId>.count|connections
             parts = message.subject.split(".")
             session_id = parts[2] if len(parts) == 4 else ""
-            if not valid_session_id(session_id):
+            if not is_session_id(session_id):
                 raise BadRequest("the sessionId in the subject is not a valid session id", "sessionId")
             options = _options(message.data)
             await wait_for_position(
@@ -162,7 +158,7 @@ class Responders:
             after = _non_negative(options, "after") or 0
             limit = _non_negative(options, "limit")
             session_id = options.get("sessionId")
-            if session_id is not None and (type(session_id) is not str or not valid_session_id(session_id)):
+            if session_id is not None and (type(session_id) is not str or not is_session_id(session_id)):
                 raise BadRequest("sessionId must be a valid session id", "sessionId")
         except BadRequest as error:
             await message.respond(

@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from service.cli.importer import DEFAULT_BATCH_SIZE  # noqa: E402
+from service.ledger.database import WAL_AUTOCHECKPOINT_PAGES  # noqa: E402
 from service.ledger.records import RECORD_COLUMNS, record_json  # noqa: E402
 from service.ledger.schema import LEDGER_COLUMNS  # noqa: E402
 from service.traffic import generate  # noqa: E402
@@ -192,6 +193,7 @@ class Sqlite(Backend):
             # The pragmas the service sets on its own connections (database.py).
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.args.synchronous}")
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             db.execute(f"CREATE TABLE bare ({', '.join(LEDGER_COLUMNS)})")
             insert = f"INSERT INTO bare VALUES ({', '.join('?' * len(LEDGER_COLUMNS))})"
             started = time.perf_counter()
@@ -386,7 +388,7 @@ def main() -> None:
         "--batch-size", type=int, default=None, help="import --batch-size (default: the command's own)"
     )
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="SQLite durability")
-    parser.add_argument("--pg-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_PG))
+    parser.add_argument("--pg-url", default=os.environ.get("LEDGER_BENCH_POSTGRES_URL", DEFAULT_PG))
     parser.add_argument("--verify", action="store_true", help="check replay and rebuild output too")
     args = parser.parse_args()
 

@@ -69,7 +69,7 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         # SQLite checkpoints the WAL into the database file once the WAL passes this many pages
-        # (default 1000, 4 MB). A batch of ten thousand events touches a few thousand pages
+        # (default 1000, 4 MB). A batch of thousands of events touches thousands of pages
         # scattered over the indexes, so the default checkpoints at nearly every commit, each
         # time writing back (and syncing) pages that the next batch changes again. 10,000
         # pages (40 MB) lets a page be written back once for several batches.

@@ -17,8 +17,10 @@ events, so its cost is shared; readers never take it. An advisory lock rather th
 keeps plain SELECTs and the immutability of the table out of the question, and lets a service
 role with only SELECT and INSERT on the ledger append.
 
-Bulk paths: COPY for the ledger rows, and single statements over unnest()ed arrays for the
-lookups and upserts, so a batch costs a handful of round trips whatever its size.
+Bulk paths: COPY for the ledger rows and for new projection rows, and single statements over
+unnest()ed arrays for the lookups, the updates and the per-session upserts, so a batch costs a
+handful of round trips whatever its size. Reading the ledger for `replay`, the server encodes
+the records (records.POSTGRES_RECORD_JSON), on two connections at once (store.record_lines).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ _KEYED_PLANS_ONLY = (
     "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), "
     "set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
 )
+# Up to this many keys the planner chooses index probes by itself.
+_PLANNED_BY_ITSELF = 1000
 _LINE_RANGE = (
     f"SELECT {POSTGRES_RECORD_JSON} FROM connection_ledger "
     "WHERE position > $1 AND position <= $2 ORDER BY position"
@@ -190,10 +194,14 @@ class PostgresStore(LedgerStore):
 
     async def known(self, ids: Sequence[str]) -> dict[str, ExistingEvent]:
         with transient_errors():
-            async with self._driver() as pg, pg.transaction():
-                # An import's batch of tens of thousands of ids: index probes, as in `write`.
-                await pg.execute(_KEYED_PLANS_ONLY)
-                return await _PostgresUnit(pg).existing(ids)
+            async with self._driver() as pg:
+                if len(ids) <= _PLANNED_BY_ITSELF:
+                    return await _PostgresUnit(pg).existing(ids)
+                # An import's batch of tens of thousands of ids: index probes, as in `write`
+                # (the settings need a transaction: two more round trips, for a large batch).
+                async with pg.transaction():
+                    await pg.execute(_KEYED_PLANS_ONLY)
+                    return await _PostgresUnit(pg).existing(ids)
 
     async def rebuild(self) -> int:
         with transient_errors():

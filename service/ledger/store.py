@@ -24,11 +24,9 @@ from service.errors import TransientError
 from service.ledger.append import WriteUnit, append_batch
 from service.ledger.model import Candidate, ExistingEvent, Outcome, Rejection
 
-__all__ = ["PARALLEL_READERS", "READ_CHUNK", "LedgerStore", "now_ms", "transient_errors"]
+__all__ = ["READ_CHUNK", "LedgerStore", "now_ms", "transient_errors"]
 
 READ_CHUNK = 5000
-# Connections that read and encode record ranges at once (see LedgerStore.record_lines).
-PARALLEL_READERS = 2
 # SQLSTATE classes that mean "try again": connection exception, insufficient resources,
 # operator intervention (shutdown, cannot connect now), transaction rollback (deadlock).
 _TRANSIENT_SQLSTATE_CLASSES = {"08", "53", "57", "40"}
@@ -72,6 +70,8 @@ class LedgerStore(ABC):
     """The ledger on one database. Subclasses: SqliteStore, PostgresStore."""
 
     dialect: str
+    # Connections that read and encode record ranges at once (see record_lines).
+    parallel_readers = 2
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -115,8 +115,8 @@ class LedgerStore(ABC):
         `records.record_json` of each, one a line, in chunks of whole lines.
 
         Positions are dense (from 1, no gap), so up to the head at the start the records are
-        read as ranges of positions, on two connections at once: the encoding, which is most of
-        the work, then runs in two SQLite threads or two PostgreSQL backends. Records appended
+        read as ranges of positions, which `parallel_readers` connections can read at once: the
+        encoding, most of the work, then runs in several database processes. Records appended
         since, and a session's records, are read a page at a time after the last one sent."""
         if session_id is None:
             head = await self._read_head()
@@ -143,10 +143,10 @@ class LedgerStore(ABC):
         """The ledger's head position, read on `db`."""
 
     async def _dense_lines(self, after: int, end: int) -> AsyncGenerator[bytes, None]:
-        """NDJSON of positions after+1 .. end, READ_CHUNK at a time, read by PARALLEL_READERS
+        """NDJSON of positions after+1 .. end, READ_CHUNK at a time, read by `parallel_readers`
         connections taking turns, and yielded in order."""
         async with AsyncExitStack() as stack:
-            readers = [await stack.enter_async_context(self._driver()) for _ in range(PARALLEL_READERS)]
+            readers = [await stack.enter_async_context(self._driver()) for _ in range(self.parallel_readers)]
             pending: deque[asyncio.Future[bytes]] = deque()
             low, turn = after, 0
             try:

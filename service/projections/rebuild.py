@@ -24,10 +24,15 @@ The statements differ by database only in how they reach the attributes of those
   minimum (https://www.sqlite.org/lang_select.html#bareagg). One grouping gives the first
   event, another (of the destroys only) the first destroy. `NOT INDEXED` stops SQLite from
   walking the (session_id, sequence) index for a head start on the order, which it would pay
-  for with a random read of the table per row.
+  for with a random read of the table per row. The groups come out in primary-key order, so
+  the inserts fill the projection's B-tree from left to right.
 - PostgreSQL groups with a hash table in one scan and then finds the two events by position,
   as two hash joins against the ledger; given the memory for it (see PostgresStore.rebuild),
-  nothing spills to disk.
+  nothing spills to disk. The rows are then sorted by the primary key, so that its index grows
+  at its right edge instead of at random places (a sixth faster overall). The sort compares
+  bytes (COLLATE "C"): a locale's comparison costs a quarter of the statement, and the order only
+  has to be close to the index's for the inserts to stay local (for UTF-8 text under the C or
+  C.UTF-8 locales it is the same order).
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ FROM (
 ) AS f
 JOIN connection_ledger AS src ON src.position = f.first
 LEFT JOIN connection_ledger AS d ON d.position = f.fd
+ORDER BY f.session_id COLLATE "C", f.connection_id COLLATE "C"
 """
 )
 

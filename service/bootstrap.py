@@ -3,8 +3,9 @@ constructs engines, stores or hooks, and nothing is built at import time."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 from service.hooks.loader import load_hooks
@@ -15,10 +16,11 @@ from service.ledger.sqlite import SqliteStore
 from service.ledger.store import LedgerStore, transient_errors
 from service.metrics import Metrics
 from service.pipeline import Pipeline
+from service.projections.live_counts import LiveCounts
 from service.projections.queries import ProjectionQueries
 from service.settings import Settings
 
-__all__ = ["Ledger", "open_ledger"]
+__all__ = ["Ledger", "follow_counts", "open_ledger"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +52,20 @@ async def open_ledger(
         yield Ledger(settings, store, ProjectionQueries(engine), pipeline, metrics)
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def follow_counts(ledger: Ledger) -> AsyncIterator[LiveCounts]:
+    """The in-memory counts of a serving process: told of every commit of this process's
+    pipeline, and following the ledger for every other writer's, until the block ends."""
+    counts = LiveCounts(ledger.store.engine, poll_interval=ledger.settings.follow_interval)
+    ledger.pipeline.listeners.append(counts.on_commit)
+    follower = asyncio.create_task(counts.run(), name="counts")
+    try:
+        yield counts
+    finally:
+        ledger.pipeline.listeners.remove(counts.on_commit)
+        counts.stop()
+        follower.cancel()
+        with suppress(asyncio.CancelledError):
+            await follower

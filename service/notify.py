@@ -19,7 +19,15 @@ class CommitSignal:
         self._event.set()
         self._event = asyncio.Event()
 
-    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 - returns quietly at the timeout
-        event = self._event
+    def armed(self) -> asyncio.Event:
+        """The event the next ring sets. A waiter that looks at the ledger and then sleeps takes
+        this *before* it looks, and passes it to `wait`: a ring that comes while it looks then
+        ends the sleep at once instead of being missed until the timeout."""
+        return self._event
+
+    async def wait(self, timeout: float, armed: asyncio.Event | None = None) -> None:  # noqa: ASYNC109 - returns quietly at the timeout
+        event = armed if armed is not None else self._event
+        if event.is_set():
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)

@@ -10,8 +10,9 @@ nothing of the batch was committed: acknowledge nothing and retry.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from service.errors import RejectedInput
@@ -31,7 +32,11 @@ from service.ledger.model import (
 from service.ledger.store import LedgerStore
 from service.metrics import Metrics
 
-__all__ = ["Pipeline", "Prepared"]
+__all__ = ["CommitListener", "Pipeline", "Prepared"]
+
+log = logging.getLogger(__name__)
+
+CommitListener = Callable[[BatchResult], None]
 
 
 @dataclass(slots=True)
@@ -56,6 +61,8 @@ class Pipeline:
         self.hooks = hooks
         self.subject_prefix = subject_prefix
         self.metrics = metrics
+        # Told of each batch right after it commits, in commit order (the in-memory counts).
+        self.listeners: list[CommitListener] = []
 
     async def process(self, batch: Sequence[Incoming]) -> BatchResult:
         return await self.commit(await self.prepare(batch))
@@ -103,16 +110,28 @@ class Pipeline:
     async def commit(self, prepared: Prepared) -> BatchResult:
         """Append the batch and store its rejections in one transaction."""
         head = 0
+        changes: list[tuple[int, str, int]] = []
         started = time.perf_counter()
         if prepared.candidates or prepared.rejections:
             results, head = await self.store.append(prepared.candidates, prepared.rejections)
-            for slot, outcome in zip(prepared.candidate_slots, results, strict=True):
+            for slot, candidate, outcome in zip(
+                prepared.candidate_slots, prepared.candidates, results, strict=True
+            ):
                 prepared.outcomes[slot] = outcome
+                if type(outcome) is Appended:
+                    changes.append((outcome.position, candidate.event.session_id, outcome.count))
+            changes.sort()
         outcomes: list[Outcome] = [o for o in prepared.outcomes if o is not None]
         assert len(outcomes) == len(prepared.outcomes), "every message has an outcome"
-        result = BatchResult(outcomes, head)
+        result = BatchResult(outcomes, head, changes)
         if self.metrics is not None:
             self._observe(result, time.perf_counter() - started)
+        for listener in self.listeners:
+            try:
+                listener(result)
+            except Exception:
+                # The batch is committed whatever a listener does: it must still be acked.
+                log.exception("a commit listener failed")
         return result
 
     def _observe(self, result: BatchResult, seconds: float) -> None:

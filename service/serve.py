@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from service.bootstrap import open_ledger
+from service.bootstrap import follow_counts, open_ledger
 from service.errors import ConfigurationError
 from service.http.app import HttpContext, create_app
 from service.http.server import HttpServer
@@ -50,12 +50,12 @@ async def serve(settings: Settings) -> int:
         embedded = EmbeddedNats(settings.var_dir, settings.nats_port)
         url = await embedded.start()
     try:
-        async with open_ledger(settings) as ledger:
+        async with open_ledger(settings) as ledger, follow_counts(ledger) as counts:
             nc = await connect(settings, url)
             committed = CommitSignal()
             ingestor = Ingestor(nc, ledger.pipeline, settings, committed)
             relay = Relay(nc, ledger.store, settings, committed)
-            responders = Responders(nc, ledger.queries, ledger.store, settings, committed)
+            responders = Responders(nc, ledger.queries, ledger.store, settings, counts)
             # Streams exist before anyone is told "ready": an early JetStream publish would
             # otherwise find no stream to take it.
             await ensure_connections_stream(nc, settings)
@@ -72,7 +72,8 @@ async def serve(settings: Settings) -> int:
                     database = False
                 return {"nats": nc.is_connected, "database": database, "consumer": not ingest_task.done()}
 
-            http = HttpServer(create_app(HttpContext(ledger, committed, EventPublisher(nc), ready)), settings)
+            context = HttpContext(ledger, committed, counts, EventPublisher(nc), ready)
+            http = HttpServer(create_app(context), settings)
             tasks = {
                 ingest_task,
                 asyncio.create_task(relay.run(), name="relay"),

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         "FULL", description="SQLite synchronous pragma: FULL survives power loss, NORMAL is faster"
     )
+    follow_interval: float = Field(
+        0.05,
+        gt=0,
+        le=60,
+        description="Seconds between the in-memory counts' looks for other instances' commits",
+    )
     min_position_wait: float = Field(
         5.0, ge=0, description="Seconds a query with minPosition waits for the ledger to catch up"
     )

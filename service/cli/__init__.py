@@ -3,7 +3,6 @@ ledger built by the composition root, and prints."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import sys
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from service.cli.importer import (
     import_stream,
     open_input,
 )
+from service.cli.loop import run
 from service.cli.output import Output
 from service.errors import ConfigurationError, TransientError
 from service.ledger.records import rejected_to_dict
@@ -49,7 +49,7 @@ def _run(work: Callable[[Ledger], Awaitable[T]], **ledger_options: Any) -> T:
             return await work(ledger)
 
     try:
-        return asyncio.run(runner())
+        return run(runner())
     except ConfigurationError as error:
         raise SettingError(str(error)) from None
     except TransientError as error:
@@ -93,7 +93,7 @@ def serve() -> None:
 
     configure_logging()
     try:
-        status = asyncio.run(serve(load_settings()))
+        status = run(serve(load_settings()))
     except ConfigurationError as error:
         raise SettingError(str(error)) from None
     except TransientError as error:
@@ -134,7 +134,7 @@ def simulate(
         click.echo(f"\r{sent} events in {elapsed:.0f} s", nl=False, err=True)
 
     try:
-        sent = asyncio.run(
+        sent = run(
             run_simulation(
                 settings,
                 url,

@@ -24,12 +24,13 @@ from service.asyncapi import asyncapi_document
 from service.bootstrap import Ledger
 from service.errors import TransientError
 from service.events import is_session_id
+from service.http.fast_count import CountFastPath
 from service.http.intake import MAX_REQUEST_BYTES, HttpRejection, events_from_body, vonage_from_body
 from service.http.sse import session_stream
 from service.ledger.records import record_json, rejected_to_dict
 from service.nats.publisher import EventPublisher
 from service.notify import CommitSignal
-from service.projections.waiting import wait_for_position
+from service.projections.live_counts import LiveCounts
 from service.settings import Settings
 
 __all__ = ["HttpContext", "create_app"]
@@ -42,6 +43,7 @@ NDJSON = "application/x-ndjson"
 class HttpContext:
     ledger: Ledger
     committed: CommitSignal
+    counts: LiveCounts
     publisher: EventPublisher | None
     ready: Callable[[], Awaitable[dict[str, bool]]]
 
@@ -128,6 +130,8 @@ def create_app(context: HttpContext) -> FastAPI:
     async def _http(_: Request, error: StarletteHTTPException) -> Response:
         return _error(error.status_code, "http_error", str(error.detail), None)
 
+    # Added first, so it runs inside the Guard: tokens are checked before any answer.
+    app.add_middleware(CountFastPath, counts=context.counts, settings=settings)
     app.add_middleware(Guard, settings=settings)
 
     async def _publish(events: list[tuple[Any, bytes]]) -> Response:
@@ -187,7 +191,10 @@ def create_app(context: HttpContext) -> FastAPI:
         return await _publish([decoded])
 
     async def _wait(min_position: int | None) -> None:
-        await wait_for_position(ledger.queries, context.committed, min_position, settings.min_position_wait)
+        # The database is always at least as far as the in-memory counts: once they reflect
+        # the position, so does any read that follows.
+        if min_position:
+            await context.counts.wait_for(min_position, settings.min_position_wait)
 
     @app.get("/v1/sessions/{session_id}", tags=["queries"], summary="A session's live connections")
     async def get_session(session_id: str, minPosition: int | None = Query(None, ge=0)) -> Response:  # noqa: N803
@@ -198,8 +205,7 @@ def create_app(context: HttpContext) -> FastAPI:
     @app.get("/v1/sessions/{session_id}/count", tags=["queries"], summary="A session's connection count")
     async def get_count(session_id: str, minPosition: int | None = Query(None, ge=0)) -> Response:  # noqa: N803
         _session(session_id)
-        await _wait(minPosition)
-        return _json(await ledger.queries.count(session_id))
+        return _json(await context.counts.count(session_id, minPosition, settings.min_position_wait))
 
     @app.get("/v1/sessions", tags=["queries"], summary="Sessions with their counts, paged")
     async def get_sessions(

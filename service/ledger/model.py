@@ -90,10 +90,12 @@ Outcome = Appended | Duplicate | Rejected | IgnoredInput
 
 @dataclass(slots=True)
 class BatchResult:
-    """Outcomes in input order, and the ledger head after the batch."""
+    """Outcomes in input order, the ledger head after the batch, and what the batch appended
+    as (position, session id, the session's count after it), in position order."""
 
     outcomes: list[Outcome] = field(default_factory=list)
     head: int = 0
+    changes: list[tuple[int, str, int]] = field(default_factory=list)
 
     def tally(self) -> dict[str, int]:
         counts = {"appended": 0, "duplicates": 0, "rejected": 0, "ignored": 0}

@@ -20,9 +20,8 @@ from service.errors import LedgerError, RejectCode, TransientError
 from service.events import is_session_id
 from service.ledger.records import record_json
 from service.ledger.store import LedgerStore
-from service.notify import CommitSignal
+from service.projections.live_counts import LiveCounts
 from service.projections.queries import ProjectionQueries
-from service.projections.waiting import wait_for_position
 from service.settings import Settings
 
 __all__ = ["Responders"]
@@ -67,13 +66,13 @@ class Responders:
         queries: ProjectionQueries,
         store: LedgerStore,
         settings: Settings,
-        committed: CommitSignal,
+        counts: LiveCounts,
     ) -> None:
         self.nc = nc
         self.queries = queries
         self.store = store
         self.settings = settings
-        self.committed = committed
+        self.counts = counts
         self.subscriptions: list[Subscription] = []
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -125,16 +124,15 @@ class Responders:
             if not is_session_id(session_id):
                 raise BadRequest("the sessionId in the subject is not a valid session id", "sessionId")
             options = _options(message.data)
-            await wait_for_position(
-                self.queries,
-                self.committed,
-                _non_negative(options, "minPosition"),
-                self.settings.min_position_wait,
-            )
+            min_position = _non_negative(options, "minPosition")
+            wait = self.settings.min_position_wait
             if connections:
+                # The database is always at least as far as the in-memory counts.
+                if min_position:
+                    await self.counts.wait_for(min_position, wait)
                 answer = await self.queries.connections(session_id)
             else:
-                answer = await self.queries.count(session_id)
+                answer = await self.counts.count(session_id, min_position, wait)
             body = orjson.dumps(answer)
         except BadRequest as error:
             body = orjson.dumps(

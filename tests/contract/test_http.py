@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from service.bootstrap import Ledger, open_ledger
+from service.bootstrap import Ledger, follow_counts, open_ledger
 from service.http.app import HttpContext, create_app
 from service.http.server import HttpServer
 from service.ledger.model import Incoming
@@ -43,10 +43,10 @@ async def _ready() -> dict[str, bool]:
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Ledger, DirectPublisher]]:
-    async with open_ledger(settings) as ledger:
+    async with open_ledger(settings) as ledger, follow_counts(ledger) as counts:
         committed = CommitSignal()
         publisher = DirectPublisher(ledger, committed)
-        app = create_app(HttpContext(ledger, committed, publisher, _ready))  # type: ignore[arg-type]
+        app = create_app(HttpContext(ledger, committed, counts, publisher, _ready))  # type: ignore[arg-type]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ledger") as client:
             yield client, ledger, publisher
@@ -218,6 +218,28 @@ async def test_min_position_waits_then_answers_with_what_it_has(
     assert loop.time() - started >= settings.min_position_wait * 0.9
 
 
+async def test_count_answers_alike_on_the_fast_path_and_the_route(
+    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+) -> None:
+    client, _, _ = api
+    await client.post("/v1/events", json=[native("e1", session="a:b=c~d"), native("e2", session="a:b=c~d")])
+    want = {"sessionId": "a:b=c~d", "count": 1, "position": 2}
+    # Plain requests are answered from memory at the ASGI layer ...
+    assert (await client.get("/v1/sessions/a:b=c~d/count")).json() == want
+    assert (await client.get("/v1/sessions/a%3Ab%3Dc~d/count")).json() == want
+    assert (await client.get("/v1/sessions/a:b=c~d/count?minPosition=2")).json() == want
+    # ... anything else by the FastAPI route, with the same answer and the contract's errors.
+    routed = await client.get("/v1/sessions/a:b=c~d/count?minPosition=2&pretty=1")
+    assert (routed.status_code, routed.json()) == (200, want)
+    bad = await client.get("/v1/sessions/s1/count?minPosition=-1")
+    assert (bad.status_code, bad.json()["field"]) == (422, "minPosition")
+    bad = await client.get("/v1/sessions/s1/count?minPosition=x")
+    assert (bad.status_code, bad.json()["field"]) == (422, "minPosition")
+    bad = await client.get("/v1/sessions/a%20b/count")
+    assert (bad.status_code, bad.json()["field"]) == (422, "sessionId")
+    assert (await client.post("/v1/sessions/s1/count")).status_code == 405
+
+
 async def test_health_and_metrics(api: tuple[httpx.AsyncClient, Ledger, DirectPublisher]) -> None:
     client, _, _ = api
     assert (await client.get("/healthz")).json() == {"status": "ok"}
@@ -239,9 +261,10 @@ async def test_health_and_metrics(api: tuple[httpx.AsyncClient, Ledger, DirectPu
 
 async def test_a_token_guards_writes_and_optionally_reads(settings: Settings) -> None:
     guarded = settings.model_copy(update={"http_token": "t0ken", "http_token_for_reads": True})
-    async with open_ledger(guarded) as ledger:
+    async with open_ledger(guarded) as ledger, follow_counts(ledger) as counts:
         committed = CommitSignal()
-        app = create_app(HttpContext(ledger, committed, DirectPublisher(ledger, committed), _ready))  # type: ignore[arg-type]
+        publisher = DirectPublisher(ledger, committed)
+        app = create_app(HttpContext(ledger, committed, counts, publisher, _ready))  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://l") as client:
             denied = await client.post("/v1/events", json=native("e1"))
             assert denied.status_code == 401
@@ -256,10 +279,14 @@ async def test_a_token_guards_writes_and_optionally_reads(settings: Settings) ->
 @pytest.fixture
 async def live_server(settings: Settings) -> AsyncIterator[tuple[str, Ledger, DirectPublisher]]:
     """A real uvicorn on an ephemeral port: SSE needs a streaming client."""
-    async with open_ledger(settings.model_copy(update={"http_port": 0})) as ledger:
+    async with (
+        open_ledger(settings.model_copy(update={"http_port": 0})) as ledger,
+        follow_counts(ledger) as counts,
+    ):
         committed = CommitSignal()
         publisher = DirectPublisher(ledger, committed)
-        server = HttpServer(create_app(HttpContext(ledger, committed, publisher, _ready)), ledger.settings)  # type: ignore[arg-type]
+        app = create_app(HttpContext(ledger, committed, counts, publisher, _ready))  # type: ignore[arg-type]
+        server = HttpServer(app, ledger.settings)
         task = asyncio.create_task(server.run())
         await server.started.wait()
         try:

@@ -10,7 +10,7 @@ then measures:
    `connledger simulate` publishes 1,000 events/s into the same service; requests/s and the
    latency percentiles wrk reports. Baseline: the same wrk against a bare uvicorn app that
    answers a constant JSON body (this machine's ceiling for one Python HTTP process).
-2. `GET /v1/events` of the whole ledger to a counting client: records/s. Baseline: `connledger
+2. `GET /v1/events` of the whole ledger, read by curl and counted: records/s. Baseline: `connledger
    replay > /dev/null` of the same ledger (the store's own read speed, no HTTP).
 
 Targets: count >= 3,000 requests/s with p99 printed; events >= 150,000 records/s.
@@ -110,8 +110,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is needed: apt-get install wrk")
+    for tool in ("wrk", "curl"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is needed: apt-get install {tool}")
 
     work = Path(tempfile.mkdtemp(prefix="ledger-http-bench-"))
     processes: list[subprocess.Popen[bytes]] = []
@@ -209,11 +210,18 @@ def main() -> None:
         simulate.wait(60)
 
         # 2. /v1/events streaming, beside `connledger replay` of the same ledger.
+        # Read by curl (in C) and counted here in large chunks: a Python HTTP client would
+        # measure itself rather than the service.
         records = 0
         started = time.perf_counter()
-        with httpx.stream("GET", f"{base}/v1/events", params={"limit": unique}, timeout=120) as response:
-            for chunk in response.iter_bytes():
-                records += chunk.count(b"\n")
+        reader = subprocess.Popen(
+            ["curl", "-sfN", f"{base}/v1/events?limit={unique}"], stdout=subprocess.PIPE
+        )
+        assert reader.stdout is not None
+        while chunk := reader.stdout.read(1 << 20):
+            records += chunk.count(b"\n")
+        if reader.wait() != 0 or records != unique:
+            sys.exit(f"GET /v1/events failed: curl exit {reader.returncode}, {records} of {unique} records")
         streamed = records / (time.perf_counter() - started)
         started = time.perf_counter()
         subprocess.run(

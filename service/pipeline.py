@@ -10,6 +10,7 @@ nothing of the batch was committed: acknowledge nothing and retry.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,8 @@ __all__ = ["CommitListener", "Pipeline", "Prepared"]
 log = logging.getLogger(__name__)
 
 CommitListener = Callable[[BatchResult], None]
+# Messages decoded between two looks at the event loop (a batch of 500 takes milliseconds).
+YIELD_EVERY = 100
 
 
 @dataclass(slots=True)
@@ -75,6 +78,8 @@ class Pipeline:
         """
         prepared = Prepared(outcomes=[None] * len(batch))
         for slot, incoming in enumerate(batch):
+            if slot and slot % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let queries answered by this process through
             try:
                 decoded = decode(incoming.raw, incoming.subject, self.subject_prefix)
             except RejectedInput as rejected:

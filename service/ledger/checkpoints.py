@@ -1,5 +1,6 @@
 """Named positions kept in the database beside the projection's own checkpoint: how far the
-relay has published, so that a restart resumes where it stopped."""
+relay has published, so that a restart resumes where it stopped. (Written by
+`LedgerStore.save_position`, which knows each database's writer discipline.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.ledger.store import transient_errors
 
-__all__ = ["read_checkpoint", "write_checkpoint"]
+__all__ = ["read_checkpoint"]
 
 
 async def read_checkpoint(engine: AsyncEngine, name: str) -> int:
@@ -18,15 +19,3 @@ async def read_checkpoint(engine: AsyncEngine, name: str) -> int:
                 text("SELECT position FROM projection_checkpoints WHERE name = :name"), {"name": name}
             )
     return int(value or 0)
-
-
-async def write_checkpoint(engine: AsyncEngine, name: str, position: int) -> None:
-    with transient_errors():
-        async with engine.begin() as connection:
-            await connection.execute(
-                text(
-                    "INSERT INTO projection_checkpoints (name, position) VALUES (:name, :position) "
-                    "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
-                ),
-                {"name": name, "position": position},
-            )

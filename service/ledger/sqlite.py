@@ -10,12 +10,14 @@ SQLAlchemy's result machinery, which would cost more than the insert itself on t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing, asynccontextmanager
 from itertools import chain
 from typing import Any
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.ledger.append import CHECKPOINT, ConnectionKey, ConnectionRow, LedgerRow, RejectionRow
 from service.ledger.model import ExistingEvent
@@ -214,9 +216,16 @@ class SqliteStore(LedgerStore):
             raw = await connection.get_raw_connection()
             yield raw.driver_connection
 
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        # SQLite's own lock arbitrates between processes by retrying after sleeps of up to
+        # 100 ms (the busy handler). Within this process, writers (ingest, the relay's
+        # checkpoint, rebuild) queue here instead and start the moment the previous one commits.
+        self._writers = asyncio.Lock()
+
     @asynccontextmanager
     async def _immediate(self) -> AsyncIterator[Any]:
-        async with self._driver() as db:
+        async with self._writers, self._driver() as db:
             await db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -224,6 +233,11 @@ class SqliteStore(LedgerStore):
                 await db.execute("ROLLBACK")
                 raise
             await db.execute("COMMIT")
+
+    async def save_position(self, name: str, position: int) -> None:
+        with transient_errors():
+            async with self._immediate() as db:
+                await _SqliteUnit(db).set_checkpoint(name, position)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[_SqliteUnit]:

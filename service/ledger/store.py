@@ -18,6 +18,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, co
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.errors import TransientError
@@ -30,6 +31,10 @@ READ_CHUNK = 5000
 # SQLSTATE classes that mean "try again": connection exception, insufficient resources,
 # operator intervention (shutdown, cannot connect now), transaction rollback (deadlock).
 _TRANSIENT_SQLSTATE_CLASSES = {"08", "53", "57", "40"}
+_SAVE_POSITION = text(
+    "INSERT INTO projection_checkpoints (name, position) VALUES (:name, :position) "
+    "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
+)
 
 
 def now_ms() -> int:
@@ -176,6 +181,13 @@ class LedgerStore(ABC):
         with transient_errors():
             async with self.write() as unit:
                 return await append_batch(unit, candidates, rejections, now_ms())
+
+    async def save_position(self, name: str, position: int) -> None:
+        """Write a named position (the relay's progress) in a short transaction of its own.
+        It takes no writer lock: it touches no ledger row, and no append reads it."""
+        with transient_errors():
+            async with self.engine.begin() as connection:
+                await connection.execute(_SAVE_POSITION, {"name": name, "position": position})
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -20,11 +20,11 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
-from nats.js.client import JetStreamContext
 
 from service.errors import TransientError
 from service.ledger.model import BatchResult, Incoming, Rejected
 from service.ledger.store import now_ms
+from service.nats.pull_feed import PullFeed
 from service.notify import CommitSignal
 from service.pipeline import Pipeline
 from service.settings import Settings
@@ -64,47 +64,54 @@ class Ingestor:
 
     async def run(self) -> None:
         settings = self.settings
-        js = self.nc.jetstream()
         await ensure_connections_stream(self.nc, settings)
-        subscription = await js.pull_subscribe(
-            f"{settings.subject_prefix}.>",
-            durable=settings.consumer_name,
-            stream=settings.connections_stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=60,
-                max_deliver=-1,
-                # Each fetch is capped by this too; keep it well above the batch size.
-                max_ack_pending=max(20_000, settings.batch_size * 4),
-            ),
+        await self._ensure_consumer()
+        feed = PullFeed(
+            self.nc,
+            settings.connections_stream,
+            settings.consumer_name,
+            batch=settings.batch_size,
+            expires=settings.fetch_timeout,
         )
-        # The next fetch runs while the current batch is appended: the network wait and the
-        # database work overlap instead of taking turns. Each batch is still acked only after
-        # its own commit, and batches commit in the order they were fetched.
-        fetching = asyncio.create_task(self._fetch(subscription))
-        while True:
-            messages = await fetching
-            if self.stopping.is_set():
-                # Drain: what is in hand is committed and acked, nothing more is fetched.
-                if messages:
-                    await self._handle(messages)
-                break
-            fetching = asyncio.create_task(self._fetch(subscription))
+        await feed.start()
+        # Messages keep arriving into the feed while a batch is appended: the network wait and
+        # the database work overlap instead of taking turns. Each batch is acked only after its
+        # own commit, and batches commit in the order they arrived.
+        while not self.stopping.is_set():
+            try:
+                messages = await feed.take(settings.fetch_timeout)
+            except nats.errors.Error as error:
+                # Disconnected or reconnecting: nats-py reconnects by itself; try again shortly.
+                log.warning("pulling messages failed, retrying: %s", error)
+                await asyncio.sleep(0.5)
+                continue
             if messages:
                 await self._handle(messages)
+        # Drain: nothing more is asked for; what was delivered is committed and acked.
+        rest = await feed.close()
+        for start in range(0, len(rest), settings.batch_size):
+            await self._handle(rest[start : start + settings.batch_size])
         log.info("ingest stopped after %d batches, %d messages", self.batches, self.messages)
 
-    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+    async def _ensure_consumer(self) -> None:
+        settings = self.settings
+        js = self.nc.jetstream()
         try:
-            return await subscription.fetch(self.settings.batch_size, timeout=self.settings.fetch_timeout)
-        except (nats.errors.TimeoutError, TimeoutError):
-            return []  # nothing to read within fetch_timeout (nats-py raises either kind)
-        except nats.errors.Error as error:
-            # Disconnected or reconnecting: nats-py reconnects by itself; try again shortly.
-            log.warning("fetch failed, retrying: %s", error)
-            await asyncio.sleep(0.5)
-            return []
+            await js.consumer_info(settings.connections_stream, settings.consumer_name)
+        except nats.js.errors.NotFoundError:
+            await js.add_consumer(
+                settings.connections_stream,
+                ConsumerConfig(
+                    durable_name=settings.consumer_name,
+                    filter_subject=f"{settings.subject_prefix}.>",
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=60,
+                    max_deliver=-1,
+                    # Caps the messages delivered and not yet acked, across every instance.
+                    max_ack_pending=max(20_000, settings.batch_size * 4),
+                ),
+            )
 
     async def _process(self, messages: list[Msg]) -> BatchResult:
         received = now_ms()

@@ -2,8 +2,9 @@
 `ledger.records.<sessionId>.<type>` with `Nats-Msg-Id: <event id>`.
 
 Progress is a checkpoint in the database, written after JetStream acknowledged the records up
-to it; a crash between the two republishes a few records, which JetStream's duplicate window
-drops (and whose position and id identify them anyway). Only the instance holding the relay
+to it, at most once every CHECKPOINT_SECONDS while records flow (and when the relay stops): a
+crash republishes the records of the last few moments, which JetStream's duplicate window (two
+minutes by default) drops, and whose position and id identify them anyway. Only the instance holding the relay
 lease publishes; when it dies, the lease is freed and another takes over from the checkpoint.
 It wakes on this process's commits and polls for other instances' commits.
 """
@@ -21,7 +22,7 @@ from nats.aio.client import Client
 from nats.js.api import StorageType, StreamConfig
 
 from service.errors import TransientError
-from service.ledger.checkpoints import read_checkpoint, write_checkpoint
+from service.ledger.checkpoints import read_checkpoint
 from service.ledger.lease import Lease
 from service.ledger.records import record_json
 from service.ledger.store import LedgerStore, transient_errors
@@ -36,6 +37,10 @@ RELAY_CHECKPOINT = "relay"
 RELAY_LEASE = 0x52454C59  # "RELY"
 CHUNK = 2000
 POLL_SECONDS = 0.5
+CHECKPOINT_SECONDS = 1.0
+# Records published between two looks at the event loop: a chunk is built without awaiting
+# anything real, and a whole one at once would hold up every query answered by this process.
+YIELD_EVERY = 100
 
 
 class Relay:
@@ -47,6 +52,8 @@ class Relay:
         self.lease = Lease(store.engine, RELAY_LEASE)
         self.stopping = asyncio.Event()
         self.position = 0
+        self._saved = 0
+        self._saved_at = 0.0
 
     async def ensure_stream(self) -> None:
         js = self.nc.jetstream()
@@ -69,11 +76,15 @@ class Relay:
                     if not acquired:
                         await self.committed.wait(2.0)
                         continue
-                    self.position = await read_checkpoint(self.store.engine, RELAY_CHECKPOINT)
+                    self.position = self._saved = await read_checkpoint(self.store.engine, RELAY_CHECKPOINT)
                     log.info("relay lease held: publishing records after position %d", self.position)
                     while not self.stopping.is_set():
+                        # Taken before the read: a commit while it runs ends the wait at once.
+                        armed = self.committed.armed()
                         if not await self._publish_next():
-                            await self.committed.wait(POLL_SECONDS)
+                            await self._save()  # idle: the throttled write comes due here
+                            await self.committed.wait(POLL_SECONDS, armed)
+                    await self._save(force=True)
                 except (TransientError, nats.errors.Error, TimeoutError) as error:
                     log.warning("relay paused: %s", error)
                 except Exception:
@@ -101,12 +112,26 @@ class Relay:
                         )
                     )
                     last = row[0]
+                    if len(futures) % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
         if not futures:
             return False
         await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
-        await write_checkpoint(self.store.engine, RELAY_CHECKPOINT, last)
         self.position = last
+        await self._save()
         return True
+
+    async def _save(self, *, force: bool = False) -> None:
+        """Write the checkpoint when it moved, and (unless `force`) at most once a
+        CHECKPOINT_SECONDS: one write per chunk would take the database's writer lock as often
+        as ingest does."""
+        if self.position == self._saved:
+            return
+        loop_time = asyncio.get_running_loop().time()
+        if not force and loop_time - self._saved_at < CHECKPOINT_SECONDS:
+            return
+        await self.store.save_position(RELAY_CHECKPOINT, self.position)
+        self._saved, self._saved_at = self.position, loop_time
 
     def stop(self) -> None:
         self.stopping.set()

@@ -54,28 +54,34 @@ async def test_own_commits_are_reflected_as_soon_as_they_commit(ledger: Ledger) 
 
 
 async def test_another_writers_commits_are_followed(settings: Settings) -> None:
-    async with open_ledger(settings) as reader, open_ledger(settings, run_migrations=False) as writer:
-        async with follow_counts(reader) as counts:
-            await counts.count("s1", None, WAIT)
-            result = await writer.pipeline.process([created("e1"), created("e2", "s2")])
-            # Not told by the pipeline (another instance): found by polling, minPosition waits.
-            answer = await counts.count("s2", result.head, WAIT)
-            assert answer == {"sessionId": "s2", "count": 1, "position": 2}
+    async with (
+        open_ledger(settings) as reader,
+        open_ledger(settings, run_migrations=False) as writer,
+        follow_counts(reader) as counts,
+    ):
+        await counts.count("s1", None, WAIT)
+        result = await writer.pipeline.process([created("e1"), created("e2", "s2")])
+        # Not told by the pipeline (another instance): found by polling, minPosition waits.
+        answer = await counts.count("s2", result.head, WAIT)
+        assert answer == {"sessionId": "s2", "count": 1, "position": 2}
 
 
 async def test_a_gap_from_another_writer_is_filled_before_own_commits_are_answered(
     settings: Settings,
 ) -> None:
     slow = settings.model_copy(update={"follow_interval": 30.0})  # polling would not find it
-    async with open_ledger(slow) as reader, open_ledger(slow, run_migrations=False) as writer:
-        async with follow_counts(reader) as counts:
-            await counts.count("s1", None, WAIT)
-            await writer.pipeline.process([created("e1"), created("e2", connection="c2")])
-            # Our own batch comes after the other's: it cannot be applied until the gap is read,
-            # and an answer never reflects less than this process has written.
-            await reader.pipeline.process([created("e3", connection="c3")])
-            answer = await counts.count("s1", None, WAIT)
-            assert answer == {"sessionId": "s1", "count": 3, "position": 3}
+    async with (
+        open_ledger(slow) as reader,
+        open_ledger(slow, run_migrations=False) as writer,
+        follow_counts(reader) as counts,
+    ):
+        await counts.count("s1", None, WAIT)
+        await writer.pipeline.process([created("e1"), created("e2", connection="c2")])
+        # Our own batch comes after the other's: it cannot be applied until the gap is read,
+        # and an answer never reflects less than this process has written.
+        await reader.pipeline.process([created("e3", connection="c3")])
+        answer = await counts.count("s1", None, WAIT)
+        assert answer == {"sessionId": "s1", "count": 3, "position": 3}
 
 
 async def test_min_position_past_the_head_answers_after_the_wait_with_what_it_has(ledger: Ledger) -> None:
@@ -116,20 +122,23 @@ async def test_interleaved_writers_leave_the_counts_equal_to_the_projection(
     rng = random.Random(seed)
     sessions = [f"s{i}" for i in range(4)]
     connections = [f"c{i}" for i in range(5)]
-    async with open_ledger(settings) as reader, open_ledger(settings, run_migrations=False) as writer:
-        async with follow_counts(reader) as counts:
-            await counts.count("s0", None, WAIT)
-            n = 0
-            for _ in range(30):
-                batch = []
-                for _ in range(rng.randint(1, 6)):
-                    n += 1
-                    make = created if rng.random() < 0.6 else destroyed
-                    batch.append(make(f"e{n}", rng.choice(sessions), rng.choice(connections)))
-                    if rng.random() < 0.1:
-                        batch.append(batch[-1])  # a duplicate
-                await rng.choice([reader, writer]).pipeline.process(batch)
-            head = await reader.queries.head()
-            answer = await counts.count("s0", head, WAIT)
-            assert answer["position"] == head
-            assert await _all_counts(counts, sessions) == await _projection(reader)
+    async with (
+        open_ledger(settings) as reader,
+        open_ledger(settings, run_migrations=False) as writer,
+        follow_counts(reader) as counts,
+    ):
+        await counts.count("s0", None, WAIT)
+        n = 0
+        for _ in range(30):
+            batch = []
+            for _ in range(rng.randint(1, 6)):
+                n += 1
+                make = created if rng.random() < 0.6 else destroyed
+                batch.append(make(f"e{n}", rng.choice(sessions), rng.choice(connections)))
+                if rng.random() < 0.1:
+                    batch.append(batch[-1])  # a duplicate
+            await rng.choice([reader, writer]).pipeline.process(batch)
+        head = await reader.queries.head()
+        answer = await counts.count("s0", head, WAIT)
+        assert answer["position"] == head
+        assert await _all_counts(counts, sessions) == await _projection(reader)

@@ -8,6 +8,7 @@ from typing import Any
 
 from service import schemas
 from service.errors import RejectCode
+from service.nats.head import HEAD_SUBJECT
 from service.settings import Settings
 
 __all__ = ["asyncapi_document"]
@@ -78,6 +79,23 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
                 }
             },
         },
+        "head": {
+            "address": HEAD_SUBJECT,
+            "description": "Core NATS, at most once: the ledger's head position after each commit that "
+            "appended records, from whichever instance committed. A hint to read the ledger now "
+            "(the relay and other instances' counts wake on it), never a record itself.",
+            "messages": {
+                "head": _message(
+                    "head",
+                    {
+                        "type": "object",
+                        "required": ["position"],
+                        "properties": {"position": {"type": "integer", "minimum": 1}},
+                    },
+                    "The head position",
+                )
+            },
+        },
         "count": {
             "address": "ledger.sessions.{sessionId}.count",
             "description": 'Request/reply: a session\'s count. Body empty, {} or {"minPosition": n}.',
@@ -122,6 +140,7 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
         "receiveEvents": {"action": "receive", "channel": {"$ref": "#/channels/events"}},
         "sendRecords": {"action": "send", "channel": {"$ref": "#/channels/records"}},
         "sendRejected": {"action": "send", "channel": {"$ref": "#/channels/rejected"}},
+        "sendHead": {"action": "send", "channel": {"$ref": "#/channels/head"}},
         "answerCount": {
             "action": "receive",
             "channel": {"$ref": "#/channels/count"},

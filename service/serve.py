@@ -21,9 +21,11 @@ from service.http.app import HttpContext, create_app
 from service.http.server import HttpServer
 from service.nats.connect import connect
 from service.nats.embedded import EmbeddedNats
+from service.nats.head import follow_heads
 from service.nats.ingest import Ingestor, ensure_connections_stream
 from service.nats.publisher import EventPublisher
-from service.nats.relay import Relay
+from service.nats.relay import Relay, ensure_ledger_stream
+from service.nats.relay_process import RelayProcess
 from service.nats.responders import Responders
 from service.nats.sampler import sample_forever
 from service.notify import CommitSignal
@@ -33,6 +35,7 @@ __all__ = ["serve"]
 
 log = logging.getLogger(__name__)
 DRAIN_SECONDS = 30.0
+RELAY_START_SECONDS = 30.0
 
 
 def _say(line: str) -> None:
@@ -71,14 +74,23 @@ async def serve(settings: Settings) -> int:
             nc = await connect(settings, url)
             committed = CommitSignal()
             ingestor = Ingestor(nc, ledger.pipeline, settings, committed)
-            relay = Relay(nc, ledger.store, settings, committed)
-            responders = Responders(nc, ledger.queries, ledger.store, settings, counts)
+            # The relay inline shares this process's CPU with ingest; as a child process it runs
+            # on another core (relay_process.py).
+            relay = Relay(nc, ledger.store, settings, committed) if settings.relay_mode == "inline" else None
+            relay_process = RelayProcess(url) if settings.relay_mode == "process" else None
+            # Queries get a connection of their own: on ingest's, a request would queue behind
+            # the stream's deliveries in the reader and its answer behind the acks in the writer.
+            queries_nc = await connect(settings, url, name="connection-ledger-queries")
+            responders = Responders(queries_nc, ledger.queries, ledger.store, settings, counts)
             # Streams exist before anyone is told "ready": an early JetStream publish would
             # otherwise find no stream to take it.
             await ensure_connections_stream(nc, settings)
-            await relay.ensure_stream()
+            await ensure_ledger_stream(nc, settings)
             await responders.start()
-            await nc.flush()  # subscriptions are on the server before we say "ready"
+            await follow_heads(nc, counts.notice)  # other instances' commits, at once
+            # Subscriptions are on the server before we say "ready".
+            await nc.flush()
+            await queries_nc.flush()
             ingest_task = asyncio.create_task(ingestor.run(), name="ingest")
 
             async def ready() -> dict[str, bool]:
@@ -93,10 +105,18 @@ async def serve(settings: Settings) -> int:
             http = HttpServer(create_app(context), settings)
             tasks = {
                 ingest_task,
-                asyncio.create_task(relay.run(), name="relay"),
                 asyncio.create_task(http.run(), name="http"),
                 asyncio.create_task(sample_forever(nc, ledger, relay, ingestor.stopping), name="sampler"),
             }
+            if relay is not None:
+                tasks.add(asyncio.create_task(relay.run(), name="relay"))
+            if relay_process is not None:
+                tasks.add(asyncio.create_task(relay_process.run(), name="relay process"))
+            if relay_process is not None:
+                try:
+                    await asyncio.wait_for(relay_process.started.wait(), RELAY_START_SECONDS)
+                except TimeoutError:
+                    log.warning("the relay process is not up after %.0f s; going on", RELAY_START_SECONDS)
             await http.started.wait()
             if not http.url:
                 await asyncio.wait(tasks, timeout=1)
@@ -124,7 +144,10 @@ async def serve(settings: Settings) -> int:
 
             # Drain: stop fetching; the batch in hand finishes (commit, then ack).
             ingestor.stop()
-            relay.stop()
+            if relay is not None:
+                relay.stop()
+            if relay_process is not None:
+                relay_process.stop()
             http.stop()
             stopper.cancel()
             _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
@@ -138,6 +161,8 @@ async def serve(settings: Settings) -> int:
                 await nc.flush(timeout=2)
             with contextlib.suppress(Exception):
                 await nc.close()
+            with contextlib.suppress(Exception):
+                await queries_nc.close()
             return 1 if failed else 0
     finally:
         if embedded is not None:

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         description="Regular expression: connections whose data matches it are recorded but not "
         "counted (the built-in ignore-by-data hook)",
     )
+    relay_mode: Literal["process", "inline", "off"] = Field(
+        "process",
+        description="Where serve runs the relay: process (a child process, on a core of its own), "
+        "inline (in the serve process), off (another process relays: connledger relay)",
+    )
     batch_size: int = Field(500, ge=1, le=10_000, description="Events appended in one transaction")
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         "FULL", description="SQLite synchronous pragma: FULL survives power loss, NORMAL is faster"

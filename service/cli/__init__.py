@@ -102,6 +102,26 @@ def serve() -> None:
 
 
 @cli.command()
+@click.option("--watch-stdin", is_flag=True, hidden=True, help="Stop when standard input closes.")
+def relay(watch_stdin: bool) -> None:
+    """Run only the relay: every ledger record to the LEDGER stream, in position order.
+
+    serve runs one itself (LEDGER_RELAY_MODE); run this beside instances that have
+    LEDGER_RELAY_MODE=off. Needs LEDGER_NATS_URL."""
+    from service.nats.relay_runner import run_relay
+    from service.serve import configure_logging
+
+    configure_logging()
+    try:
+        status = run(run_relay(load_settings(), watch_stdin=watch_stdin))
+    except ConfigurationError as error:
+        raise SettingError(str(error)) from None
+    except TransientError as error:
+        raise click.ClickException(f"{error}. {DATABASE_HINT}") from None
+    sys.exit(status)
+
+
+@cli.command()
 @click.option(
     "--rate", type=click.FloatRange(min=0.1), default=50.0, show_default=True, help="Events per second."
 )

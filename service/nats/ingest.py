@@ -24,6 +24,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from service.errors import TransientError
 from service.ledger.model import BatchResult, Incoming, Rejected
 from service.ledger.store import now_ms
+from service.nats.head import announce_head
 from service.nats.pull_feed import PullFeed
 from service.notify import CommitSignal
 from service.pipeline import Pipeline
@@ -61,6 +62,7 @@ class Ingestor:
         self.stopping = asyncio.Event()
         self.batches = 0
         self.messages = 0
+        self._announced = 0
 
     async def run(self) -> None:
         settings = self.settings
@@ -137,6 +139,10 @@ class Ingestor:
     async def _handle(self, messages: list[Msg]) -> None:
         result = await self._process(messages)
         self.committed.ring()
+        if result.head > self._announced:
+            # Other processes (the relay's, other instances') read the ledger on this at once.
+            self._announced = result.head
+            await announce_head(self.nc, result.head)
         for outcome in result.outcomes:
             if isinstance(outcome, Rejected):
                 await self.nc.publish(

@@ -29,7 +29,7 @@ from service.ledger.store import LedgerStore, transient_errors
 from service.notify import CommitSignal
 from service.settings import Settings
 
-__all__ = ["RELAY_CHECKPOINT", "Relay"]
+__all__ = ["RELAY_CHECKPOINT", "Relay", "ensure_ledger_stream"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,16 @@ CHECKPOINT_SECONDS = 1.0
 YIELD_EVERY = 100
 
 
+async def ensure_ledger_stream(nc: Client, settings: Settings) -> None:
+    js = nc.jetstream()
+    try:
+        await js.stream_info(settings.ledger_stream)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(
+            StreamConfig(name=settings.ledger_stream, subjects=["ledger.records.>"], storage=StorageType.FILE)
+        )
+
+
 class Relay:
     def __init__(self, nc: Client, store: LedgerStore, settings: Settings, committed: CommitSignal) -> None:
         self.nc = nc
@@ -54,20 +64,10 @@ class Relay:
         self.position = 0
         self._saved = 0
         self._saved_at = 0.0
-
-    async def ensure_stream(self) -> None:
-        js = self.nc.jetstream()
-        try:
-            await js.stream_info(self.settings.ledger_stream)
-        except nats.js.errors.NotFoundError:
-            await js.add_stream(
-                StreamConfig(
-                    name=self.settings.ledger_stream, subjects=["ledger.records.>"], storage=StorageType.FILE
-                )
-            )
+        self._saving: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        await self.ensure_stream()
+        await ensure_ledger_stream(self.nc, self.settings)
         try:
             while not self.stopping.is_set():
                 try:
@@ -82,9 +82,9 @@ class Relay:
                         # Taken before the read: a commit while it runs ends the wait at once.
                         armed = self.committed.armed()
                         if not await self._publish_next():
-                            await self._save()  # idle: the throttled write comes due here
+                            self._save_soon()  # idle: the throttled write comes due here
                             await self.committed.wait(POLL_SECONDS, armed)
-                    await self._save(force=True)
+                    await self._save_now()
                 except (TransientError, nats.errors.Error, TimeoutError) as error:
                     log.warning("relay paused: %s", error)
                 except Exception:
@@ -118,20 +118,37 @@ class Relay:
             return False
         await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
         self.position = last
-        await self._save()
+        self._save_soon()
         return True
 
-    async def _save(self, *, force: bool = False) -> None:
-        """Write the checkpoint when it moved, and (unless `force`) at most once a
-        CHECKPOINT_SECONDS: one write per chunk would take the database's writer lock as often
-        as ingest does."""
-        if self.position == self._saved:
+    def _save_soon(self) -> None:
+        """Write the checkpoint in the background when it moved, at most once a
+        CHECKPOINT_SECONDS and one write at a time: one write per chunk would take the
+        database's writer lock as often as ingest does, and on SQLite a writer in another
+        process can wait for that lock for a good part of a second, which the records
+        behind it must not."""
+        if self.position == self._saved or (self._saving is not None and not self._saving.done()):
             return
         loop_time = asyncio.get_running_loop().time()
-        if not force and loop_time - self._saved_at < CHECKPOINT_SECONDS:
+        if loop_time - self._saved_at < CHECKPOINT_SECONDS:
             return
-        await self.store.save_position(RELAY_CHECKPOINT, self.position)
-        self._saved, self._saved_at = self.position, loop_time
+        self._saved_at = loop_time
+        self._saving = asyncio.create_task(self._write(self.position))
+
+    async def _write(self, position: int) -> None:
+        try:
+            await self.store.save_position(RELAY_CHECKPOINT, position)
+        except TransientError as error:
+            log.warning("relay checkpoint not written (the next one will be): %s", error)
+            return
+        self._saved = max(self._saved, position)
+
+    async def _save_now(self) -> None:
+        """Write the checkpoint up to what was published (when the relay stops relaying)."""
+        if self._saving is not None:
+            await self._saving
+        if self.position != self._saved:
+            await self._write(self.position)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -74,19 +74,31 @@ class Responders:
         self.settings = settings
         self.counts = counts
         self.subscriptions: list[Subscription] = []
+        self._count_task = self._concurrently(self._count)
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.subscriptions = [
-            await self.nc.subscribe(
-                "ledger.sessions.*.count", queue=QUEUE, cb=self._concurrently(self._count)
-            ),
+            await self.nc.subscribe("ledger.sessions.*.count", queue=QUEUE, cb=self._count_dispatch),
             await self.nc.subscribe(
                 "ledger.sessions.*.connections", queue=QUEUE, cb=self._concurrently(self._connections)
             ),
             await self.nc.subscribe("ledger.replay", queue=QUEUE, cb=self._concurrently(self._replay)),
         ]
+
+    async def _count_dispatch(self, message: Msg) -> None:
+        """A plain count request (no options) is answered here, from memory, without a task
+        of its own: the answer is ready, and a task would cost more than the answer. Anything
+        else (minPosition, a bad subject or body) takes the general path."""
+        if message.data.strip() in (b"", b"{}"):
+            parts = message.subject.split(".")
+            if len(parts) == 4 and is_session_id(parts[2]):
+                answer = self.counts.count_now(parts[2])
+                if answer is not None:
+                    await message.respond(orjson.dumps(answer))
+                    return
+        await self._count_task(message)
 
     def _concurrently(
         self, handler: Callable[[Msg], Coroutine[Any, Any, None]]

@@ -19,15 +19,17 @@ log = logging.getLogger(__name__)
 INTERVAL = 5.0
 
 
-async def sample_forever(nc: Client, ledger: Ledger, relay: Relay, stopping: asyncio.Event) -> None:
+async def sample_forever(nc: Client, ledger: Ledger, relay: Relay | None, stopping: asyncio.Event) -> None:
     settings, metrics = ledger.settings, ledger.metrics
     js = nc.jetstream()
     while not stopping.is_set():
         try:
             head = await ledger.queries.head()
             # The checkpoint trails what JetStream acknowledged by up to a second or so; when
-            # this instance relays, its own position is the exact figure.
-            relayed = max(relay.position, await read_checkpoint(ledger.store.engine, RELAY_CHECKPOINT))
+            # the relay runs in this process, its own position is the exact figure.
+            relayed = await read_checkpoint(ledger.store.engine, RELAY_CHECKPOINT)
+            if relay is not None:
+                relayed = max(relayed, relay.position)
             metrics.head.set(head)
             metrics.relayed.set(relayed)
             metrics.relay_lag.set(max(0, head - relayed))

@@ -93,6 +93,12 @@ class LiveCounts:
         elif self.position < self._owed:
             self._wake.ring()  # someone else's records came first: the follower reads them
 
+    def notice(self, head: int) -> None:
+        """Another process announced the ledger's head (`ledger.head`): read up to it now
+        rather than at the next poll."""
+        if head > self.position:
+            self._wake.ring()
+
     def _apply(self, changes: Iterable[tuple[int, str, int]]) -> None:
         counts = self._counts
         position = self.position
@@ -160,6 +166,13 @@ class LiveCounts:
             armed = self._advanced.armed()
             self._wake.ring()
             await self._advanced.wait(left, armed)
+
+    def count_now(self, session_id: str) -> dict[str, Any] | None:
+        """The answer `count(session_id, None, ...)` would give, if it can be given without
+        waiting (loaded, and up to this process's own commits); otherwise None."""
+        if not self._loaded.is_set() or self.position < self._owed:
+            return None
+        return {"sessionId": session_id, "count": self._counts.get(session_id, 0), "position": self.position}
 
     async def count(self, session_id: str, min_position: int | None, max_wait: float) -> dict[str, Any]:
         """`{"sessionId", "count", "position"}` as of at least `min_position` (within `max_wait`)

@@ -26,6 +26,7 @@ def test_the_document_names_every_subject_and_rejection_code() -> None:
         "connections.{sessionId}.{type}",
         "ledger.records.{sessionId}.{type}",
         "ledger.rejected.{code}",
+        "ledger.head",
         "ledger.sessions.{sessionId}.count",
         "ledger.sessions.{sessionId}.connections",
         "ledger.replay",

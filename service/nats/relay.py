@@ -26,6 +26,7 @@ from service.ledger.checkpoints import read_checkpoint
 from service.ledger.lease import Lease
 from service.ledger.records import record_json
 from service.ledger.store import LedgerStore, transient_errors
+from service.nats.acked_publisher import AckedPublisher, PublishFailed
 from service.notify import CommitSignal
 from service.settings import Settings
 
@@ -38,9 +39,7 @@ RELAY_LEASE = 0x52454C59  # "RELY"
 CHUNK = 2000
 POLL_SECONDS = 0.5
 CHECKPOINT_SECONDS = 1.0
-# Records published between two looks at the event loop: a chunk is built without awaiting
-# anything real, and a whole one at once would hold up every query answered by this process.
-YIELD_EVERY = 100
+ACK_SECONDS = 30.0
 
 
 async def ensure_ledger_stream(nc: Client, settings: Settings) -> None:
@@ -78,14 +77,20 @@ class Relay:
                         continue
                     self.position = self._saved = await read_checkpoint(self.store.engine, RELAY_CHECKPOINT)
                     log.info("relay lease held: publishing records after position %d", self.position)
-                    while not self.stopping.is_set():
-                        # Taken before the read: a commit while it runs ends the wait at once.
-                        armed = self.committed.armed()
-                        if not await self._publish_next():
-                            self._save_soon()  # idle: the throttled write comes due here
-                            await self.committed.wait(POLL_SECONDS, armed)
-                    await self._save_now()
-                except (TransientError, nats.errors.Error, TimeoutError) as error:
+                    publisher = AckedPublisher(self.nc)
+                    await publisher.start()
+                    try:
+                        while not self.stopping.is_set():
+                            # Taken before the read: a commit while it runs ends the wait at once.
+                            armed = self.committed.armed()
+                            if not await self._publish_next(publisher):
+                                self._save_soon()  # idle: the throttled write comes due here
+                                await self.committed.wait(POLL_SECONDS, armed)
+                        await self._save_now()
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await publisher.close()
+                except (TransientError, nats.errors.Error, TimeoutError, PublishFailed) as error:
                     log.warning("relay paused: %s", error)
                 except Exception:
                     # The relay must not take ingest down with it: log, step back, start again
@@ -96,27 +101,17 @@ class Relay:
         finally:
             await self.lease.release()
 
-    async def _publish_next(self) -> bool:
+    async def _publish_next(self, publisher: AckedPublisher) -> bool:
         """Publish the next chunk after the checkpoint; False when there was nothing new."""
-        js = self.nc.jetstream()
-        futures = []
+        messages: list[tuple[str, bytes, str]] = []
         last = self.position
         async with aclosing(self.store.records(after=self.position, limit=CHUNK)) as pages:
             async for rows in pages:
-                for row in rows:
-                    futures.append(
-                        await js.publish_async(
-                            f"ledger.records.{row[3]}.{row[4]}",
-                            record_json(row),
-                            headers={"Nats-Msg-Id": row[2]},
-                        )
-                    )
-                    last = row[0]
-                    if len(futures) % YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-        if not futures:
+                messages.extend((f"ledger.records.{r[3]}.{r[4]}", record_json(r), r[2]) for r in rows)
+                last = rows[-1][0]
+        if not messages:
             return False
-        await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+        await publisher.publish(messages, timeout=ACK_SECONDS)
         self.position = last
         self._save_soon()
         return True

@@ -72,7 +72,13 @@ class Settings(BaseSettings):
         description="Where serve runs the relay: process (a child process, on a core of its own), "
         "inline (in the serve process), off (another process relays: connledger relay)",
     )
-    batch_size: int = Field(500, ge=1, le=10_000, description="Events appended in one transaction")
+    batch_size: int = Field(
+        2000,
+        ge=1,
+        le=10_000,
+        description="Most events appended in one transaction: a backlog is taken this many at a "
+        "time, a light load as it arrives",
+    )
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         "FULL", description="SQLite synchronous pragma: FULL survives power loss, NORMAL is faster"
     )

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -22,17 +24,18 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from service.errors import TransientError
-from service.ledger.model import BatchResult, Incoming, Rejected
+from service.ledger.model import Incoming, Rejected
 from service.ledger.store import now_ms
 from service.nats.head import announce_head
 from service.nats.pull_feed import PullFeed
 from service.notify import CommitSignal
-from service.pipeline import Pipeline
+from service.pipeline import Pipeline, Prepared
 from service.settings import Settings
 
 __all__ = ["Ingestor", "ensure_connections_stream"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 async def ensure_connections_stream(nc: Client, settings: Settings) -> None:
@@ -76,9 +79,11 @@ class Ingestor:
             expires=settings.fetch_timeout,
         )
         await feed.start()
-        # Messages keep arriving into the feed while a batch is appended: the network wait and
-        # the database work overlap instead of taking turns. Each batch is acked only after its
-        # own commit, and batches commit in the order they arrived.
+        # Three things overlap: messages keep arriving into the feed while batches are worked
+        # on, and the next batch is decoded (and its hooks run) while the one before it is
+        # being committed, in the database's thread or process. Commits stay one at a time and
+        # in arrival order, and each batch is acked only after its own commit.
+        committing: asyncio.Task[None] | None = None
         while not self.stopping.is_set():
             try:
                 messages = await feed.take(settings.fetch_timeout)
@@ -87,12 +92,19 @@ class Ingestor:
                 log.warning("pulling messages failed, retrying: %s", error)
                 await asyncio.sleep(0.5)
                 continue
-            if messages:
-                await self._handle(messages)
+            if not messages:
+                continue
+            prepared = await self._prepare(messages)
+            if committing is not None:
+                await committing  # the batch before: committed and acked (or its error raised)
+            committing = asyncio.create_task(self._finish(messages, prepared))
+        if committing is not None:
+            await committing
         # Drain: nothing more is asked for; what was delivered is committed and acked.
         rest = await feed.close()
         for start in range(0, len(rest), settings.batch_size):
-            await self._handle(rest[start : start + settings.batch_size])
+            chunk = rest[start : start + settings.batch_size]
+            await self._finish(chunk, await self._prepare(chunk))
         log.info("ingest stopped after %d batches, %d messages", self.batches, self.messages)
 
     async def _ensure_consumer(self) -> None:
@@ -115,16 +127,20 @@ class Ingestor:
                 ),
             )
 
-    async def _process(self, messages: list[Msg]) -> BatchResult:
+    async def _prepare(self, messages: list[Msg]) -> Prepared:
         received = now_ms()
         batch = [Incoming(m.data, received, "nats", m.subject, m.headers) for m in messages]
+        return await self._until_done(messages, lambda: self.pipeline.prepare(batch))
+
+    async def _until_done(self, messages: list[Msg], step: Callable[[], Awaitable[T]]) -> T:
+        """Run a step of the pipeline until the database lets it through. Meanwhile the batch
+        stays in hand, nothing of it acked and nothing lost, and its ack deadline is extended."""
         delay = 0.2
         last_extension = time.monotonic()
         while True:
             try:
-                return await self.pipeline.process(batch)
+                return await step()
             except TransientError as error:
-                # Keep the batch in hand: nothing is acked, nothing is lost.
                 log.warning("ledger unavailable, retrying in %.1f s: %s", delay, error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -136,8 +152,9 @@ class Ingestor:
                         except Exception:  # the connection may be down too; redelivery covers it
                             break
 
-    async def _handle(self, messages: list[Msg]) -> None:
-        result = await self._process(messages)
+    async def _finish(self, messages: list[Msg], prepared: Prepared) -> None:
+        """Commit a prepared batch, then tell, publish its rejections, and ack it."""
+        result = await self._until_done(messages, lambda: self.pipeline.commit(prepared))
         self.committed.ring()
         if result.head > self._announced:
             # Other processes (the relay's, other instances') read the ledger on this at once.

@@ -80,11 +80,18 @@ class Ingestor:
         )
         await feed.start()
         # Three things overlap: messages keep arriving into the feed while batches are worked
-        # on, and the next batch is decoded (and its hooks run) while the one before it is
-        # being committed, in the database's thread or process. Commits stay one at a time and
-        # in arrival order, and each batch is acked only after its own commit.
+        # on, and, when there is a backlog, the next batch is decoded (and its hooks run) while
+        # the one before it is being committed, in the database's thread or process. Commits
+        # stay one at a time and in arrival order, and each batch is acked only after its own
+        # commit.
         committing: asyncio.Task[None] | None = None
         while not self.stopping.is_set():
+            if committing is not None and feed.buffered < settings.batch_size // 2:
+                # No backlog: wait for the commit, then take everything that arrived during
+                # it in one batch. Decoding ahead pays only when a backlog keeps batches full;
+                # under a light load it would make each message wait out one more commit.
+                await committing
+                committing = None
             try:
                 messages = await feed.take(settings.fetch_timeout)
             except nats.errors.Error as error:

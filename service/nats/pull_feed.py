@@ -6,9 +6,11 @@ uuid of its own (a third of the ingest loop's CPU per message, measured), and a 
 returns early leaves whatever arrives next for the fetch after. This speaks the pull protocol
 itself, on a plain subscription to an inbox of ours:
 
-- one pull request is open at a time (`batch` messages, expiring after `expires`); when it is
-  fulfilled or ends (408 expired, 409 and the like), the next is sent at once, unless
-  `batch` messages already wait in the buffer (at most two batches are held unacknowledged);
+- one pull request is open at a time (up to REQUEST_SIZE messages, expiring after `expires`);
+  when it is fulfilled or ends (408 expired, 409 and the like), the next is sent at once,
+  unless `batch` messages already wait in the buffer (at most two batches are held
+  unacknowledged). Requests larger than that made messages wait longer under a light load
+  (measured: p99 publish-to-record 170 ms with requests of 2,000, 86 ms with 500);
 - a request that is never answered (its reply lost across a reconnect) counts as ended once
   its expiry has passed by a margin, and a new one is sent;
 - `close` stops asking, waits for the open request to end, and hands back what is buffered,
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 STATUS = "Status"
 HEARTBEAT = "100"
 LOST_REQUEST_MARGIN = 2.0
+REQUEST_SIZE = 500
 
 
 class PullFeed:
@@ -44,7 +47,8 @@ class PullFeed:
         self.batch = batch
         self.expires = expires
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
-        self._request = orjson.dumps({"batch": batch, "expires": int(expires * 1e9)})
+        self._request_size = min(batch, REQUEST_SIZE)
+        self._request = orjson.dumps({"batch": self._request_size, "expires": int(expires * 1e9)})
         self._buffer: deque[Msg] = deque()
         self._arrived = asyncio.Event()
         self._inbox = ""
@@ -53,6 +57,11 @@ class PullFeed:
         self._open_until = 0.0
         self._ended = asyncio.Event()
         self._closing = False
+
+    @property
+    def buffered(self) -> int:
+        """Messages that arrived and were not taken yet."""
+        return len(self._buffer)
 
     async def start(self) -> None:
         self._inbox = self.nc.new_inbox()
@@ -85,7 +94,7 @@ class PullFeed:
             self._owed = 0  # its end never came (a reconnect ate it): it is over all the same
         if self._closing or self._owed > 0 or len(self._buffer) >= self.batch:
             return
-        self._owed = self.batch
+        self._owed = self._request_size
         self._open_until = loop_time + self.expires + LOST_REQUEST_MARGIN
         self._ended.clear()
         await self.nc.publish(self._next_subject, self._request, reply=self._inbox)

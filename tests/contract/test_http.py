@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -18,9 +19,10 @@ from service.bootstrap import Ledger, follow_counts, open_ledger
 from service.http.app import HttpContext, create_app
 from service.http.server import HttpServer
 from service.ledger.model import Incoming
+from service.ledger.records import record_json
 from service.notify import CommitSignal
 from service.settings import Settings
-from tests.helpers import body
+from tests.helpers import DESTROYED, body
 
 
 class DirectPublisher:
@@ -200,6 +202,32 @@ async def test_events_and_rejected_stream_ndjson(
     assert (bad.status_code, bad.json()["field"]) == (422, "after")
     bad = await client.get("/v1/events", params={"sessionId": "a b"})
     assert (bad.status_code, bad.json()["field"]) == (422, "sessionId")
+
+
+async def test_events_are_exactly_the_records_json_however_sliced(
+    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+) -> None:
+    client, ledger, _ = api
+    quoted = 'q"x\\y \u00e9'
+    created = [
+        native(f"e{i}", session="AB"[i % 2], connection=f"c{i}", data=None if i % 3 else quoted)
+        for i in range(40)
+    ]
+    gone = [body(f"d{i}", DESTROYED, "AB"[i % 2], f"c{i}") for i in range(10)]
+    await client.post("/v1/events", json=created)
+    await client.post("/v1/events", json=gone)
+    async with aclosing(ledger.store.records()) as pages:
+        expected = [record_json(row) async for rows in pages for row in rows]
+    assert len(expected) == 50
+
+    async def lines(**params: Any) -> list[bytes]:
+        return (await client.get("/v1/events", params=params)).content.splitlines()
+
+    # The route's lines are encoded by the database; they must be the very bytes of record_json.
+    assert await lines() == expected
+    assert await lines(after=7, limit=11) == expected[7:18]
+    in_b = [line for line in expected[5:] if orjson.loads(line)["sessionId"] == "B"]
+    assert await lines(sessionId="B", after=5) == in_b
 
 
 async def test_min_position_waits_then_answers_with_what_it_has(

@@ -39,6 +39,7 @@ STATUS = "Status"
 HEARTBEAT = "100"
 LOST_REQUEST_MARGIN = 2.0
 REQUEST_SIZE = 500
+REFUSED_PAUSE = 0.5
 
 
 class PullFeed:
@@ -57,6 +58,7 @@ class PullFeed:
         self._open_until = 0.0
         self._ended = asyncio.Event()
         self._closing = False
+        self._quiet_until = 0.0
 
     @property
     def buffered(self) -> int:
@@ -83,6 +85,8 @@ class PullFeed:
             # deleted or changed, too many waiting requests); 404: nothing to give. All end it.
             if status != "408":
                 log.debug("pull request ended: %s %s", status, headers.get("Description") if headers else "")
+                # Asking again at once would spin while, say, the consumer is being recreated.
+                self._quiet_until = asyncio.get_running_loop().time() + REFUSED_PAUSE
         self._owed = 0
         self._ended.set()
         await self._ask()
@@ -94,6 +98,8 @@ class PullFeed:
             self._owed = 0  # its end never came (a reconnect ate it): it is over all the same
         if self._closing or self._owed > 0 or len(self._buffer) >= self.batch:
             return
+        if loop_time < self._quiet_until:
+            return  # take() asks again on its next round
         self._owed = self._request_size
         self._open_until = loop_time + self.expires + LOST_REQUEST_MARGIN
         self._ended.clear()

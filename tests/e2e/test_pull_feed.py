@@ -73,3 +73,18 @@ async def test_close_returns_what_was_delivered_and_leaves_nothing_in_flight(nat
     # redelivery; what was never asked for is still pending for the next reader.
     assert await _pending(nc) == (250 - len(taken), 0)
     await nc.close()
+
+
+async def test_a_refused_pull_is_retried_calmly_not_in_a_spin(nats_url: str) -> None:
+    nc = await _setup(nats_url, 0)
+    feed = PullFeed(nc, STREAM, CONSUMER, batch=100, expires=0.5)
+    await feed.start()
+    assert await feed.take(0.2) == []
+    await nc.jetstream().delete_consumer(STREAM, CONSUMER)  # every pull now ends in a refusal
+    before = nc.stats["out_msgs"]
+    for _ in range(4):
+        assert await feed.take(0.5) == []
+    # About one request per take (a spin would send thousands in two seconds).
+    assert nc.stats["out_msgs"] - before <= 12
+    assert await feed.close() == []
+    await nc.close()

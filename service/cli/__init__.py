@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from service.cli.loop import run
 from service.cli.output import Output
 from service.errors import ConfigurationError, TransientError
 from service.ledger.records import rejected_to_dict
-from service.settings import load_settings, settings_help
+from service.settings import Settings, load_settings, settings_help
 
 __all__ = ["main"]
 
@@ -83,22 +83,29 @@ def cli() -> None:
     realtime session."""
 
 
+def _run_process(main: Callable[[Settings], Coroutine[Any, Any, int]]) -> None:
+    """Run a long-lived command (serve, relay) with its logging, and exit with its status."""
+    from service.serve import configure_logging
+
+    configure_logging()
+    try:
+        status = run(main(load_settings()))
+    except ConfigurationError as error:
+        raise SettingError(str(error)) from None
+    except TransientError as error:
+        raise click.ClickException(f"{error}. {DATABASE_HINT}") from None
+    sys.exit(status)
+
+
 @cli.command()
 def serve() -> None:
     """Run the service: NATS ingest, the ledger relay, and queries.
 
     With no LEDGER_NATS_URL it starts the bundled nats-server (JetStream under the var folder);
     with no LEDGER_DATABASE_URL it keeps the ledger in SQLite under the var folder."""
-    from service.serve import configure_logging, serve
+    from service.serve import serve
 
-    configure_logging()
-    try:
-        status = run(serve(load_settings()))
-    except ConfigurationError as error:
-        raise SettingError(str(error)) from None
-    except TransientError as error:
-        raise click.ClickException(f"{error}. {DATABASE_HINT}") from None
-    sys.exit(status)
+    _run_process(serve)
 
 
 @cli.command()
@@ -109,16 +116,8 @@ def relay(watch_stdin: bool) -> None:
     serve runs one itself (LEDGER_RELAY_MODE); run this beside instances that have
     LEDGER_RELAY_MODE=off. Needs LEDGER_NATS_URL."""
     from service.nats.relay_runner import run_relay
-    from service.serve import configure_logging
 
-    configure_logging()
-    try:
-        status = run(run_relay(load_settings(), watch_stdin=watch_stdin))
-    except ConfigurationError as error:
-        raise SettingError(str(error)) from None
-    except TransientError as error:
-        raise click.ClickException(f"{error}. {DATABASE_HINT}") from None
-    sys.exit(status)
+    _run_process(lambda settings: run_relay(settings, watch_stdin=watch_stdin))
 
 
 @cli.command()

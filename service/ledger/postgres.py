@@ -26,12 +26,12 @@ the records (records.POSTGRES_RECORD_JSON), on two connections at once (store.re
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 from service.ledger.append import CHECKPOINT, ConnectionKey, ConnectionRow, LedgerRow, RejectionRow
 from service.ledger.model import ExistingEvent
-from service.ledger.records import POSTGRES_RECORD_JSON, RECORD_COLUMNS, REJECTED_COLUMNS
+from service.ledger.records import POSTGRES_RECORD_JSON, REJECTED_COLUMNS
 from service.ledger.schema import LEDGER_COLUMNS
 from service.ledger.store import LedgerStore, keyset_pages, transient_errors
 from service.projections.fold import ConnectionState
@@ -165,6 +165,7 @@ class _PostgresUnit:
 
 class PostgresStore(LedgerStore):
     dialect = "postgresql"
+    record_json_sql = POSTGRES_RECORD_JSON
 
     @asynccontextmanager
     async def _driver(self) -> AsyncIterator[Any]:
@@ -248,18 +249,6 @@ class PostgresStore(LedgerStore):
 
             async for rows in keyset_pages(page, after, limit):
                 yield rows
-
-    async def records(
-        self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
-    ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
-        async with aclosing(self._ledger_pages(RECORD_COLUMNS, after, session_id, limit)) as pages:
-            async for rows in pages:
-                yield rows
-
-    def _line_pages(
-        self, after: int, session_id: str | None, limit: int | None
-    ) -> AsyncGenerator[list[tuple[int, str]], None]:
-        return self._ledger_pages(f"position, {POSTGRES_RECORD_JSON}", after, session_id, limit)
 
     async def _line_range(self, pg: Any, low: int, high: int) -> bytes:
         rows = await pg.fetch(_LINE_RANGE, low, high)

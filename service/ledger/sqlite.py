@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from itertools import chain
 from typing import Any
 
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.ledger.append import CHECKPOINT, ConnectionKey, ConnectionRow, LedgerRow, RejectionRow
 from service.ledger.model import ExistingEvent
-from service.ledger.records import RECORD_COLUMNS, REJECTED_COLUMNS, SQLITE_RECORD_JSON
+from service.ledger.records import REJECTED_COLUMNS, SQLITE_RECORD_JSON
 from service.ledger.schema import LEDGER_COLUMNS
 from service.ledger.store import LedgerStore, keyset_pages, transient_errors
 from service.projections.fold import ConnectionState
@@ -205,6 +205,7 @@ class _SqliteUnit:
 
 class SqliteStore(LedgerStore):
     dialect = "sqlite"
+    record_json_sql = SQLITE_RECORD_JSON
     # The sqlite3 module builds every fetched row holding the GIL: two reader threads hand it
     # back and forth for each row (150,000 context switches a second, slower than one).
     parallel_readers = 1
@@ -286,18 +287,6 @@ class SqliteStore(LedgerStore):
 
             async for rows in keyset_pages(page, after, limit):
                 yield rows
-
-    async def records(
-        self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
-    ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
-        async with aclosing(self._ledger_pages(RECORD_COLUMNS, after, session_id, limit)) as pages:
-            async for rows in pages:
-                yield rows
-
-    def _line_pages(
-        self, after: int, session_id: str | None, limit: int | None
-    ) -> AsyncGenerator[list[tuple[int, str]], None]:
-        return self._ledger_pages(f"position, {SQLITE_RECORD_JSON}", after, session_id, limit)
 
     async def _line_range(self, db: Any, low: int, high: int) -> bytes:
         rows = await db.execute_fetchall(_LINE_RANGE, (low, high))

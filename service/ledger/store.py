@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.errors import TransientError
 from service.ledger.append import WriteUnit, append_batch
 from service.ledger.model import Candidate, ExistingEvent, Outcome, Rejection
+from service.ledger.records import RECORD_COLUMNS
 
 __all__ = ["READ_CHUNK", "LedgerStore", "now_ms", "transient_errors"]
 
@@ -75,6 +76,8 @@ class LedgerStore(ABC):
     """The ledger on one database. Subclasses: SqliteStore, PostgresStore."""
 
     dialect: str
+    # The SQL expression that encodes a ledger row as records.record_json does.
+    record_json_sql: str
     # Connections that read and encode record ranges at once (see record_lines).
     parallel_readers = 2
 
@@ -94,10 +97,18 @@ class LedgerStore(ABC):
         """Drop the projections and rebuild them from the ledger; returns the head position."""
 
     @abstractmethod
-    def records(
+    def _ledger_pages(
+        self, columns: str, after: int, session_id: str | None, limit: int | None
+    ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+        """`columns` (position first) of ledger rows in position order, keyset-paged."""
+
+    async def records(
         self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
     ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
         """Ledger records (records.RECORD_COLUMNS) in position order, in chunks."""
+        async with aclosing(self._ledger_pages(RECORD_COLUMNS, after, session_id, limit)) as pages:
+            async for rows in pages:
+                yield rows
 
     @abstractmethod
     def _driver(self) -> AbstractAsyncContextManager[Any]:
@@ -107,11 +118,11 @@ class LedgerStore(ABC):
     async def _line_range(self, db: Any, low: int, high: int) -> bytes:
         """NDJSON of the records at positions low+1 .. high (see record_lines), on `db`."""
 
-    @abstractmethod
     def _line_pages(
         self, after: int, session_id: str | None, limit: int | None
-    ) -> AsyncGenerator[list[tuple[int, str]], None]:
+    ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
         """(position, record JSON) of records after `after`, keyset-paged (see records)."""
+        return self._ledger_pages(f"position, {self.record_json_sql}", after, session_id, limit)
 
     async def record_lines(
         self, *, after: int = 0, session_id: str | None = None, limit: int | None = None

@@ -22,7 +22,7 @@ from service.ledger.model import Incoming
 from service.ledger.records import record_json
 from service.notify import CommitSignal
 from service.settings import Settings
-from tests.helpers import DESTROYED, body
+from tests.helpers import CREATED, DESTROYED, body
 
 
 class DirectPublisher:
@@ -266,6 +266,26 @@ async def test_count_answers_alike_on_the_fast_path_and_the_route(
     bad = await client.get("/v1/sessions/a%20b/count")
     assert (bad.status_code, bad.json()["field"]) == (422, "sessionId")
     assert (await client.post("/v1/sessions/s1/count")).status_code == 405
+
+
+async def test_min_position_holds_every_query_until_the_position_commits(
+    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+) -> None:
+    client, _, publisher = api
+    waiting = [
+        asyncio.create_task(client.get("/v1/sessions/s1", params={"minPosition": 2})),
+        asyncio.create_task(client.get("/v1/sessions", params={"minPosition": 2})),
+        asyncio.create_task(client.get("/v1/sessions/s1/count", params={"minPosition": 2})),
+    ]
+    await asyncio.sleep(0.2)
+    assert not any(task.done() for task in waiting)
+    await publisher.publish(
+        [(f"connections.s1.{CREATED}", orjson.dumps(native(f"e{i}", connection=f"c{i}"))) for i in range(2)]
+    )
+    connections, sessions, count = [(await task).json() for task in waiting]
+    assert (connections["position"], connections["count"], len(connections["connections"])) == (2, 2, 2)
+    assert sessions["sessions"] == [{"sessionId": "s1", "count": 2}]
+    assert (count["position"], count["count"]) == (2, 2)
 
 
 async def test_health_and_metrics(api: tuple[httpx.AsyncClient, Ledger, DirectPublisher]) -> None:

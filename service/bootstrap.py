@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from service.hooks.loader import load_hooks
 from service.hooks.runner import HookRunner
-from service.ledger.database import create_engine, migrate
+from service.ledger.database import create_engine, ensure_schema
 from service.ledger.postgres import PostgresStore
 from service.ledger.sqlite import SqliteStore
 from service.ledger.store import LedgerStore, transient_errors
@@ -40,7 +40,7 @@ async def open_ledger(
     try:
         if run_migrations:
             with transient_errors():
-                await migrate(engine)
+                await ensure_schema(engine)
         store: LedgerStore = SqliteStore(engine) if engine.dialect.name == "sqlite" else PostgresStore(engine)
         hooks = HookRunner(
             load_hooks(settings.hook_names, settings) if with_hooks else [],

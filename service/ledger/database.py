@@ -9,20 +9,26 @@ halfway through.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.errors import ConfigurationError
 
-__all__ = ["MIGRATIONS_DIR", "create_engine", "dialect_of", "migrate"]
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+__all__ = ["MIGRATIONS_DIR", "SCHEMA_REVISION", "create_engine", "dialect_of", "ensure_schema", "migrate"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# The Alembic revision of the schema this code reads and writes: the newest in `migrations/`
+# (a test keeps the two equal). Every command checks for it with one query before it would load
+# Alembic, whose import alone takes most of a second: the start-up of `connledger count` or
+# `replay`, which a script may run thousands of times.
+SCHEMA_REVISION: Final = "0001"
 SUPPORTED = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 
@@ -83,6 +89,8 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
 
 
 def _alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
@@ -90,6 +98,8 @@ def _alembic_config() -> Config:
 
 async def migrate(engine: AsyncEngine, revision: str = "head", *, downgrade: bool = False) -> None:
     """Run the Alembic migrations on `engine` (upgrade to, or downgrade to, `revision`)."""
+
+    from alembic import command
 
     def run(connection: Connection) -> None:
         config = _alembic_config()
@@ -102,6 +112,29 @@ async def migrate(engine: AsyncEngine, revision: str = "head", *, downgrade: boo
     async with engine.connect() as connection:
         await connection.run_sync(run)
         await connection.commit()
+
+
+async def ensure_schema(engine: AsyncEngine) -> None:
+    """Bring the database to SCHEMA_REVISION, loading Alembic only when it is not there."""
+    if await _recorded_revision(engine) != SCHEMA_REVISION:
+        await migrate(engine)
+
+
+async def _recorded_revision(engine: AsyncEngine) -> str | None:
+    """The revision in Alembic's version table, read without Alembic; None when there is no
+    such table (a new database) or it holds no row."""
+    exists = (
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+        if engine.dialect.name == "sqlite"
+        else "SELECT count(*) FROM pg_catalog.pg_tables WHERE tablename = 'alembic_version' "
+        "AND schemaname = ANY (current_schemas(false))"
+    )
+    async with engine.connect() as connection:
+        if not await connection.scalar(text(exists)):
+            return None
+        rows = (await connection.execute(text("SELECT version_num FROM alembic_version"))).all()
+    # Alembic keeps one row per head; a branched history has several and is left to Alembic.
+    return rows[0][0] if len(rows) == 1 else None
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -11,11 +11,19 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.ledger.database import create_engine, current_revision, migrate
+from service.ledger.database import (
+    MIGRATIONS_DIR,
+    SCHEMA_REVISION,
+    create_engine,
+    current_revision,
+    ensure_schema,
+    migrate,
+)
 from service.ledger.schema import metadata
 
 INSERT_ONE = (
@@ -71,7 +79,7 @@ async def _schema_differences(engine: AsyncEngine) -> list[Any]:
 
 
 async def _assert_at_head(engine: AsyncEngine) -> None:
-    assert await current_revision(engine) == "0001"
+    assert await current_revision(engine) == SCHEMA_REVISION
     assert await _tables(engine) == TABLES | {"alembic_version"}
     expected_triggers = (
         {"connection_ledger_no_update", "connection_ledger_no_delete"}
@@ -100,7 +108,7 @@ async def _up_down_up(engine: AsyncEngine) -> None:
     await _assert_at_head(engine)
     # Migrating a database already at head changes nothing (the row inserted above stays).
     await migrate(engine)
-    assert await current_revision(engine) == "0001"
+    assert await current_revision(engine) == SCHEMA_REVISION
     assert await _scalars(engine, "SELECT count(*) FROM connection_ledger") == {1}
 
     await migrate(engine, "base", downgrade=True)
@@ -113,6 +121,20 @@ async def _up_down_up(engine: AsyncEngine) -> None:
 
     await migrate(engine)
     await _assert_at_head(engine)
+
+    # What every command does at start: nothing at head, a full upgrade after a downgrade.
+    await ensure_schema(engine)
+    assert await _scalars(engine, "SELECT count(*) FROM connection_ledger") == {1}
+    await migrate(engine, "base", downgrade=True)
+    await ensure_schema(engine)
+    assert await current_revision(engine) == SCHEMA_REVISION
+    assert await _scalars(engine, "SELECT count(*) FROM connection_ledger") == {0}
+
+
+def test_schema_revision_is_the_newest_migration() -> None:
+    """The revision the service checks for at start, before it would load Alembic, is the head
+    of `migrations/`: a new migration must move SCHEMA_REVISION with it."""
+    assert ScriptDirectory(str(MIGRATIONS_DIR)).get_heads() == [SCHEMA_REVISION]
 
 
 async def test_upgrade_downgrade_upgrade_on_sqlite(tmp_path: Path) -> None:

@@ -210,6 +210,27 @@ def test_a_missing_file_is_an_error_that_names_it(tmp_path: Path) -> None:
     assert result.stdout == b""
 
 
+def test_a_command_on_a_database_at_the_latest_schema_does_not_load_alembic(tmp_path: Path) -> None:
+    """Alembic is loaded to migrate a new database, and not by the commands after it: its
+    import alone is most of a second of every `count` or `replay`."""
+    env = _environment(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}", tmp_path)
+
+    def modules_loaded(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "service", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+        return result.stderr.decode()
+
+    assert re.search(r"\balembic\b", modules_loaded("count", "S1"))  # a new database: migrated
+    assert not re.search(r"\balembic\b", modules_loaded("count", "S1"))
+
+
 @pytest.mark.parametrize("url", ["mysql://x", "not a database url"])
 def test_a_bad_database_url_is_an_error_that_names_the_setting(url: str, tmp_path: Path) -> None:
     result = _connledger(_environment(url, tmp_path), tmp_path, "count", "S1")

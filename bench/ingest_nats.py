@@ -89,7 +89,8 @@ DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 # none of them either): stream name, subject prefix.
 DEFAULTS = Settings.model_construct()
 PROBE_SUBJECT = "ledger.sessions.x.count"
-PY_SPY = os.environ.get("BENCH_PY_SPY", "py-spy")
+# py-spy from PATH, else beside this interpreter (pip installs it into the virtual environment).
+PY_SPY = os.environ.get("BENCH_PY_SPY") or shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
 
 
 def say(text: str) -> None:
@@ -510,6 +511,7 @@ async def running_service(
     if ctx.args.profile_dir is not None:
         profile = ctx.args.profile_dir / f"{phase}-{backend}-{int(time.time())}.txt"
     service = Service(nats_url, database_url, folder, ctx.args.synchronous, profile)
+    service.env |= dict(setting.split("=", 1) for setting in ctx.args.service_setting)
     try:
         await service.start()
         yield service
@@ -1177,7 +1179,17 @@ def main() -> None:
         help="record each service with py-spy (BENCH_PY_SPY or py-spy on PATH) into this folder, as "
         "collapsed stacks; a diagnostic: the profiler's own CPU use skews the figures",
     )
+    parser.add_argument(
+        "--service-setting",
+        action="append",
+        default=[],
+        metavar="LEDGER_X=VALUE",
+        help="a setting for each service started (repeatable), e.g. LEDGER_QUERIES_MODE=inline",
+    )
     args = parser.parse_args()
+    for setting in args.service_setting:
+        if not setting.startswith("LEDGER_") or "=" not in setting:
+            parser.error(f"--service-setting {setting!r}: write it as LEDGER_NAME=VALUE")
     args.phases = {p.strip() for p in args.phases.split(",") if p.strip()}
     if args.profile_dir is not None:
         args.profile_dir = args.profile_dir.resolve()

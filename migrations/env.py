@@ -8,7 +8,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from service.ledger.database import create_engine
+from service.ledger.database import create_engine, migration_connection
 from service.ledger.schema import metadata
 from service.settings import load_settings
 
@@ -29,7 +29,7 @@ def _run(connection: Connection) -> None:
 async def _run_async() -> None:
     engine = create_engine(load_settings().resolved_database_url)
     try:
-        async with engine.connect() as connection:
+        async with migration_connection(engine) as connection:
             await connection.run_sync(_run)
             await connection.commit()
     finally:

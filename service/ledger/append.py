@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 import orjson
@@ -34,6 +35,8 @@ from service.projections.fold import ConnectionState, apply
 
 __all__ = [
     "CHECKPOINT",
+    "BatchState",
+    "BatchWrites",
     "ConnectionKey",
     "ConnectionRow",
     "LedgerRow",
@@ -82,38 +85,46 @@ _FORMAT_VALUES: Final = {f: f.value for f in SourceFormat}
 FOLD_CHUNK: Final = 4000
 
 
+@dataclass(slots=True)
+class BatchState:
+    """What an append reads under the writer lock before it folds: the head, and the stored
+    state of the batch's events, sessions and connections."""
+
+    head: int
+    stored: dict[str, ExistingEvent]
+    # session id -> (last sequence, live count), for sessions that have any
+    sessions: dict[str, tuple[int, int]]
+    states: dict[ConnectionKey, ConnectionState]
+
+
+@dataclass(slots=True)
+class BatchWrites:
+    """Everything an append writes after its fold, but the ledger rows already handed to
+    `insert_ledger`."""
+
+    ledger: Sequence[LedgerRow]
+    # (session id, last sequence, first position, last position)
+    ledger_sessions: Sequence[tuple[str, int, int, int]]
+    # Connections `read_state` did not find, and those it found, with their whole new row.
+    new_connections: Sequence[ConnectionRow]
+    changed_connections: Sequence[ConnectionRow]
+    counts: Sequence[tuple[str, int]]
+    checkpoint: int
+
+
 class WriteUnit(Protocol):
-    """One write transaction holding the writer lock, on one database."""
+    """One write transaction holding the writer lock, on one database. Each database makes as
+    few trips as it can of the three steps; PostgreSQL one statement each."""
 
-    async def head(self) -> int: ...
+    async def read_state(
+        self, ids: Sequence[str], session_ids: Sequence[str], keys: Sequence[ConnectionKey]
+    ) -> BatchState: ...
 
-    async def existing(self, ids: Sequence[str]) -> dict[str, ExistingEvent]: ...
-
-    async def session_state(self, session_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """session id -> (last sequence, live count), for sessions that have any."""
+    async def insert_ledger(self, rows: Sequence[LedgerRow]) -> None:
+        """Ledger rows of a large batch, a chunk at a time while the fold goes on."""
         ...
 
-    async def connection_states(
-        self, keys: Sequence[ConnectionKey]
-    ) -> dict[ConnectionKey, ConnectionState]: ...
-
-    async def insert_ledger(self, rows: Sequence[LedgerRow]) -> None: ...
-
-    async def upsert_ledger_sessions(self, rows: Sequence[tuple[str, int, int, int]]) -> None:
-        """(session id, last sequence, first position, last position)."""
-        ...
-
-    async def insert_connections(self, rows: Sequence[ConnectionRow]) -> None:
-        """Connections the unit's `connection_states` did not find."""
-        ...
-
-    async def update_connections(self, rows: Sequence[ConnectionRow]) -> None:
-        """Connections the unit's `connection_states` found: their whole row, new values."""
-        ...
-
-    async def upsert_session_counts(self, rows: Sequence[tuple[str, int]]) -> None: ...
-
-    async def set_checkpoint(self, name: str, position: int) -> None: ...
+    async def write(self, writes: BatchWrites) -> None: ...
 
     async def insert_rejections(self, rows: Sequence[RejectionRow]) -> None: ...
 
@@ -315,40 +326,47 @@ async def append_batch(
 ) -> tuple[list[Outcome], int]:
     """Append what is new in `candidates`, store `rejections` (and any conflicts), and return
     one outcome per candidate, in order, with the ledger head after the batch."""
-    head = await unit.head()
-    stored = await unit.existing(list({c.event.id for c in candidates}))
     # State is fetched for every candidate's session and connection, duplicates included: it
     # saves a pass to find the fresh ones, and duplicates are few.
-    sessions = await unit.session_state(list({c.event.session_id for c in candidates}))
-    states = await unit.connection_states(
-        list({(c.event.session_id, c.event.connection_id) for c in candidates})
+    state = await unit.read_state(
+        list({c.event.id for c in candidates}),
+        list({c.event.session_id for c in candidates}),
+        list({(c.event.session_id, c.event.connection_id) for c in candidates}),
     )
+    head, sessions = state.head, state.sessions
     # Under the writer lock nothing else changes the projection, so what the lookup found is
     # what exists: a changed connection is inserted if it was not found, updated if it was.
-    found = set(states)
+    found = set(state.states)
 
-    fold = _Fold(head, stored, sessions, states, recorded_at)
-    inserting = _Pipelined(unit.insert_ledger)
-    try:
-        for start in range(0, len(candidates), FOLD_CHUNK):
-            await inserting.then(fold.run(candidates[start : start + FOLD_CHUNK]))
-        await inserting.finish()
-    finally:
-        await inserting.abandon()
+    fold = _Fold(head, state.stored, sessions, state.states, recorded_at)
+    unwritten: list[LedgerRow] = []
+    if len(candidates) <= FOLD_CHUNK:
+        # A batch of one chunk: its ledger rows go with the rest of the writes.
+        unwritten = fold.run(candidates)
+    else:
+        inserting = _Pipelined(unit.insert_ledger)
+        try:
+            for start in range(0, len(candidates), FOLD_CHUNK):
+                await inserting.then(fold.run(candidates[start : start + FOLD_CHUNK]))
+            await inserting.finish()
+        finally:
+            await inserting.abandon()
 
     if fold.position > head:
-        await unit.upsert_ledger_sessions(
-            [
-                (sid, sessions[sid][0], first, fold.last_positions[sid])
-                for sid, first in fold.first_positions.items()
-            ]
+        changed = [_connection_row(key, new) for key, new in fold.changed.items()]
+        await unit.write(
+            BatchWrites(
+                ledger=unwritten,
+                ledger_sessions=[
+                    (sid, sessions[sid][0], first, fold.last_positions[sid])
+                    for sid, first in fold.first_positions.items()
+                ],
+                new_connections=[row for row in changed if row[:2] not in found],
+                changed_connections=[row for row in changed if row[:2] in found],
+                counts=[(sid, sessions[sid][1]) for sid in fold.touched_counts],
+                checkpoint=fold.position,
+            )
         )
-        if fold.changed:
-            rows = [_connection_row(k, s) for k, s in fold.changed.items()]
-            await unit.insert_connections([row for row in rows if row[:2] not in found])
-            await unit.update_connections([row for row in rows if row[:2] in found])
-            await unit.upsert_session_counts([(sid, sessions[sid][1]) for sid in fold.touched_counts])
-        await unit.set_checkpoint(CHECKPOINT, fold.position)
     stored_rejections = [*rejections, *fold.conflicts]
     if stored_rejections:
         await unit.insert_rejections([rejection_row(r) for r in stored_rejections])

@@ -8,20 +8,30 @@ halfway through.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from service.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["MIGRATIONS_DIR", "SCHEMA_REVISION", "create_engine", "dialect_of", "ensure_schema", "migrate"]
+__all__ = [
+    "MIGRATIONS_DIR",
+    "SCHEMA_REVISION",
+    "create_engine",
+    "dialect_of",
+    "ensure_schema",
+    "migrate",
+    "migration_connection",
+]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # The Alembic revision of the schema this code reads and writes: the newest in `migrations/`
@@ -61,7 +71,17 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
         engine = create_async_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
         _configure_sqlite(engine, sqlite_synchronous)
         return engine
-    return create_async_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # AUTOCOMMIT: SQLAlchemy issues no BEGIN of its own. The append path and the snapshot reads
+    # begin their transactions explicitly; every other read is one statement, its own snapshot.
+    # Without it, each checkout's liveness check was BEGIN, a ping and ROLLBACK, and each
+    # return another ROLLBACK: four round trips around every batch and every query.
+    return create_async_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        isolation_level="AUTOCOMMIT",
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
@@ -109,9 +129,19 @@ async def migrate(engine: AsyncEngine, revision: str = "head", *, downgrade: boo
         else:
             command.upgrade(config, revision)
 
-    async with engine.connect() as connection:
+    async with migration_connection(engine) as connection:
         await connection.run_sync(run)
         await connection.commit()
+
+
+@asynccontextmanager
+async def migration_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for Alembic: each migration in a transaction of its own (PostgreSQL's DDL
+    is transactional), not in the engine's autocommit."""
+    async with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            connection = await connection.execution_options(isolation_level="READ COMMITTED")
+        yield connection
 
 
 async def ensure_schema(engine: AsyncEngine) -> None:

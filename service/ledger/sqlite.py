@@ -19,7 +19,14 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.ledger.append import CHECKPOINT, ConnectionKey, ConnectionRow, LedgerRow, RejectionRow
+from service.ledger.append import (
+    CHECKPOINT,
+    BatchState,
+    BatchWrites,
+    ConnectionKey,
+    LedgerRow,
+    RejectionRow,
+)
 from service.ledger.model import ExistingEvent
 from service.ledger.records import REJECTED_COLUMNS, SQLITE_RECORD_JSON
 from service.ledger.schema import LEDGER_COLUMNS
@@ -173,20 +180,25 @@ class _SqliteUnit:
                     found[(row[0], row[1])] = ConnectionState(bool(row[2]), *row[3:])
         return found
 
+    async def read_state(
+        self, ids: Sequence[str], session_ids: Sequence[str], keys: Sequence[ConnectionKey]
+    ) -> BatchState:
+        # Statements in this process, on aiosqlite's thread: a thread hop each, no round trip.
+        head = await self.head()
+        stored = await self.existing(ids)
+        sessions = await self.session_state(session_ids)
+        return BatchState(head, stored, sessions, await self.connection_states(keys))
+
     async def insert_ledger(self, rows: Sequence[LedgerRow]) -> None:
         await self._write_rows(_INSERT_LEDGER, rows)
 
-    async def upsert_ledger_sessions(self, rows: Sequence[tuple[str, int, int, int]]) -> None:
-        await self._write_rows(_UPSERT_LEDGER_SESSIONS, rows)
-
-    async def insert_connections(self, rows: Sequence[ConnectionRow]) -> None:
-        await self._write_rows(_INSERT_CONNECTIONS, rows)
-
-    async def update_connections(self, rows: Sequence[ConnectionRow]) -> None:
-        await self._write_rows(_UPDATE_CONNECTIONS, rows)
-
-    async def upsert_session_counts(self, rows: Sequence[tuple[str, int]]) -> None:
-        await self._write_rows(_UPSERT_SESSION_COUNTS, rows)
+    async def write(self, writes: BatchWrites) -> None:
+        await self._write_rows(_INSERT_LEDGER, writes.ledger)
+        await self._write_rows(_UPSERT_LEDGER_SESSIONS, writes.ledger_sessions)
+        await self._write_rows(_INSERT_CONNECTIONS, writes.new_connections)
+        await self._write_rows(_UPDATE_CONNECTIONS, writes.changed_connections)
+        await self._write_rows(_UPSERT_SESSION_COUNTS, writes.counts)
+        await self.set_checkpoint(CHECKPOINT, writes.checkpoint)
 
     async def set_checkpoint(self, name: str, position: int) -> None:
         await self.db.execute(

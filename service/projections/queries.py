@@ -61,13 +61,6 @@ class SessionPage:
 class ProjectionQueries:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        # A one-statement query is its own snapshot: on PostgreSQL it runs without BEGIN and
-        # ROLLBACK around it, one round trip instead of three. (SQLite's reads are in-process.)
-        self._single = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.name == "postgresql"
-            else engine
-        )
         self._snapshot_options: dict[str, Any] = (
             {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
         )
@@ -78,7 +71,7 @@ class ProjectionQueries:
 
     async def count(self, session_id: str) -> dict[str, Any]:
         with transient_errors():
-            async with self._single.connect() as connection:
+            async with self.engine.connect() as connection:
                 count, position = await self._count(connection, session_id)
         return {"sessionId": session_id, "count": count, "position": position}
 
@@ -99,7 +92,7 @@ class ProjectionQueries:
 
     async def head(self) -> int:
         with transient_errors():
-            async with self._single.connect() as connection:
+            async with self.engine.connect() as connection:
                 return (await self._count(connection, ""))[1]
 
     async def sessions(
@@ -107,7 +100,7 @@ class ProjectionQueries:
     ) -> SessionPage:
         after = decode_cursor(cursor)
         with transient_errors():
-            async with self._single.connect() as connection:
+            async with self.engine.connect() as connection:
                 rows = (
                     await connection.execute(
                         _ACTIVE if active else _ALL, {"cursor": after, "limit": limit + 1}

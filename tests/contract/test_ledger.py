@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from contextlib import aclosing
 from typing import Any
 
@@ -11,10 +13,12 @@ from sqlalchemy import text
 
 from service.bootstrap import Ledger, open_ledger
 from service.errors import RejectCode
+from service.ledger.append import FOLD_CHUNK
 from service.ledger.model import Appended, Duplicate, IgnoredInput, Rejected
 from service.ledger.records import record_to_dict, rejected_to_dict
 from service.settings import Settings
 from tests.helpers import body, created, destroyed, incoming
+from tests.reference import ReferenceFold, Step
 
 
 async def records(ledger: Ledger, **kw: Any) -> list[dict[str, Any]]:
@@ -259,6 +263,54 @@ async def test_rebuild_equals_the_live_projection(ledger: Ledger) -> None:
     assert await ledger.store.rebuild() == 9
     assert await projection(ledger) == live
     assert live[1] == [("A", 0), ("B", 1)]
+
+
+async def test_a_batch_larger_than_a_fold_chunk_equals_the_reference_fold(ledger: Ledger) -> None:
+    """A large batch writes its ledger rows a chunk at a time while the fold goes on; a small
+    one writes them with the rest. Both, after each other, leave what the reference fold
+    computes, and the second batch updates connections the first created."""
+    steps = [(created(f"c{i}", f"s{i % 7}", f"k{i}"), "created") for i in range(FOLD_CHUNK * 2 + 1)]
+    first = [message for message, _ in steps]
+    second = [destroyed(f"d{i}", f"s{i % 7}", f"k{i}") for i in range(0, FOLD_CHUNK * 2 + 1, 3)]
+    reference = ReferenceFold()
+    position = 0
+    for batch in (first, second):
+        result = await ledger.pipeline.process(batch)
+        for message, outcome in zip(batch, result.outcomes, strict=True):
+            assert isinstance(outcome, Appended)
+            position += 1
+            document = orjson.loads(message.raw)
+            expected = reference.apply(
+                Step(
+                    position,
+                    document["sessionId"],
+                    document["type"],
+                    document["connection"]["connectionId"],
+                    document["connection"]["creationTime"],
+                    document["connection"]["data"],
+                    document.get("reason"),
+                )
+            )
+            assert (outcome.position, outcome.count) == (position, expected)
+    connections, counts, head = await projection(ledger)
+    assert head == position
+    assert connections == sorted(reference.rows.values())
+    assert counts == sorted((s, c) for s, c in reference.counts.items())
+
+
+async def test_an_append_cancelled_halfway_commits_nothing_and_holds_no_lock(ledger: Ledger) -> None:
+    batch = [created(f"e{i}", f"s{i % 11}", f"c{i}") for i in range(FOLD_CHUNK * 3)]
+    prepared = await ledger.pipeline.prepare(batch)
+    appending = asyncio.create_task(ledger.pipeline.commit(prepared))
+    await asyncio.sleep(0.05)  # inside the transaction: a batch this size takes longer
+    appending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await appending
+    committed = 0 if appending.cancelled() else len(batch)
+    # The writer lock is free at once: a transaction left open would hold it.
+    result = await asyncio.wait_for(ledger.pipeline.process([created("after", "other", "x")]), 10)
+    assert result.outcomes == [Appended(committed + 1, 1, 1)]
+    assert (await projection(ledger))[2] == committed + 1
 
 
 async def test_the_ledger_refuses_update_and_delete(ledger: Ledger) -> None:

@@ -9,6 +9,8 @@ For each backend, in a fresh database:
 1. baseline: the ledger rows the import produced, bulk-inserted into a bare table (no index, no
    constraint) in transactions of --batch-size rows: `executemany` on SQLite, asyncpg's
    `copy_records_to_table` (COPY) on PostgreSQL, with the durability settings of the import;
+   then the same into a table with the ledger's primary key and its two unique indexes (event id;
+   session and sequence), what any append of these rows pays before a projection row is written;
 2. `connledger import FILE` (run --import-runs times, each into a fresh database);
 3. `connledger replay > /dev/null`;
 4. `connledger rebuild`;
@@ -150,7 +152,9 @@ class Backend:
     def ledger_rows(self) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
-    def baseline(self, rows: list[tuple[Any, ...]], batch: int) -> float:
+    def baseline(self, rows: list[tuple[Any, ...]], batch: int, indexed: bool) -> float:
+        """Seconds to bulk-insert `rows` into a bare table, or (indexed) into one with the
+        ledger's primary key and unique indexes, in transactions of `batch` rows."""
         raise NotImplementedError
 
     def fetch(self, sql: str) -> list[tuple[Any, ...]]:
@@ -185,7 +189,7 @@ class Sqlite(Backend):
     def ledger_rows(self) -> list[tuple[Any, ...]]:
         return self.fetch(f"SELECT {', '.join(LEDGER_COLUMNS)} FROM connection_ledger ORDER BY position")
 
-    def baseline(self, rows: list[tuple[Any, ...]], batch: int) -> float:
+    def baseline(self, rows: list[tuple[Any, ...]], batch: int, indexed: bool) -> float:
         bare = self.folder / "bare.db"
         self._remove(bare)
         db = sqlite3.connect(bare, isolation_level=None)
@@ -194,7 +198,15 @@ class Sqlite(Backend):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.args.synchronous}")
             db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-            db.execute(f"CREATE TABLE bare ({', '.join(LEDGER_COLUMNS)})")
+            if indexed:
+                columns = ", ".join(
+                    c if c != "position" else "position INTEGER PRIMARY KEY" for c in LEDGER_COLUMNS
+                )
+                db.execute(f"CREATE TABLE bare ({columns})")
+                db.execute("CREATE UNIQUE INDEX bare_event_id ON bare (event_id)")
+                db.execute("CREATE UNIQUE INDEX bare_session_sequence ON bare (session_id, sequence)")
+            else:
+                db.execute(f"CREATE TABLE bare ({', '.join(LEDGER_COLUMNS)})")
             insert = f"INSERT INTO bare VALUES ({', '.join('?' * len(LEDGER_COLUMNS))})"
             started = time.perf_counter()
             for start in range(0, len(rows), batch):
@@ -249,14 +261,18 @@ class Postgres(Backend):
     def ledger_rows(self) -> list[tuple[Any, ...]]:
         return self.fetch(f"SELECT {', '.join(LEDGER_COLUMNS)} FROM connection_ledger ORDER BY position")
 
-    def baseline(self, rows: list[tuple[Any, ...]], batch: int) -> float:
+    def baseline(self, rows: list[tuple[Any, ...]], batch: int, indexed: bool) -> float:
         async def go() -> float:
             connection = await asyncpg.connect(self.dsn)
             try:
-                await connection.execute(
-                    "DROP TABLE IF EXISTS bench_bare; "
-                    "CREATE TABLE bench_bare AS SELECT * FROM connection_ledger WITH NO DATA"
+                # LIKE ... INCLUDING INDEXES: the primary key and the two unique indexes, not the
+                # triggers.
+                create = (
+                    "CREATE TABLE bench_bare (LIKE connection_ledger INCLUDING INDEXES)"
+                    if indexed
+                    else "CREATE TABLE bench_bare AS SELECT * FROM connection_ledger WITH NO DATA"
                 )
+                await connection.execute(f"DROP TABLE IF EXISTS bench_bare; {create}")
                 started = time.perf_counter()
                 for start in range(0, len(rows), batch):
                     async with connection.transaction():
@@ -318,10 +334,15 @@ def bench(backend: Backend, path: Path, lines: int) -> list[Step]:
     rows = backend.ledger_rows()
     batch_rows = args.batch_size or DEFAULT_BATCH_SIZE
     baseline = Step(f"baseline ({batch_rows}/txn)", "rows/s", len(rows))
+    indexed = Step("  with ledger indexes", "rows/s", len(rows))
     for _ in range(args.runs):
-        baseline.runs.append(Run(backend.baseline(rows, batch_rows), 0.0))
+        baseline.runs.append(Run(backend.baseline(rows, batch_rows, indexed=False), 0.0))
+        indexed.runs.append(Run(backend.baseline(rows, batch_rows, indexed=True), 0.0))
     del rows
-    print(f"  baseline: {baseline.seconds:.1f} s", file=sys.stderr)
+    print(
+        f"  baseline: {baseline.seconds:.1f} s, with the ledger's indexes {indexed.seconds:.1f} s",
+        file=sys.stderr,
+    )
 
     replay = Step("replay > /dev/null", "records/s", head)
     for attempt in range(args.runs):
@@ -349,7 +370,7 @@ def bench(backend: Backend, path: Path, lines: int) -> list[Step]:
     for _ in range(args.runs):
         startup.runs.append(run_child([*cli, "count", "x"], env))
 
-    steps.extend([baseline, imported, replay, rebuild, startup])
+    steps.extend([baseline, indexed, imported, replay, rebuild, startup])
     return steps
 
 
@@ -361,7 +382,7 @@ def report(results: dict[str, list[Step]], lines: int, args: argparse.Namespace)
         f"(import: {args.import_runs}), on {os.cpu_count()} cores"
     )
     columns = ("backend", "step", "seconds", "rate", "unit", "peak RSS", "ratio")
-    header = "{:<11} {:<22} {:>8} {:>11} {:<10} {:>9} {:>7}".format(*columns)
+    header = "{:<11} {:<22} {:>8} {:>11} {:<10} {:>9} {:>10}".format(*columns)
     print(header)
     print("-" * len(header))
     for name, steps in results.items():
@@ -370,9 +391,14 @@ def report(results: dict[str, list[Step]], lines: int, args: argparse.Namespace)
             rate = f"{step.rate:,.0f}" if step.unit else ""
             rss = f"{step.rss_mb:.0f} MB" if step.rss_mb else ""
             ratio = f"{step.rate / baseline.rate:.2f}" if step.name == "import" else ""
+            if step.name == "import":
+                ratio += f" {step.rate / steps[1].rate:.2f}"
             seconds = f"{step.seconds:.2f}"
-            print(f"{name:<11} {step.name:<22} {seconds:>8} {rate:>11} {step.unit:<10} {rss:>9} {ratio:>7}")
-    print("ratio: import events/s divided by the baseline rows/s of the same backend")
+            print(f"{name:<11} {step.name:<22} {seconds:>8} {rate:>11} {step.unit:<10} {rss:>9} {ratio:>10}")
+    print(
+        "ratio: import events/s divided by the baseline rows/s of the same backend: into a bare "
+        "table, then into one with the ledger's primary key and unique indexes"
+    )
 
 
 def main() -> None:

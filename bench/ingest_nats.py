@@ -90,7 +90,9 @@ DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULTS = Settings.model_construct()
 PROBE_SUBJECT = "ledger.sessions.x.count"
 # py-spy from PATH, else beside this interpreter (pip installs it into the virtual environment).
-PY_SPY = os.environ.get("BENCH_PY_SPY") or shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+PY_SPY = (
+    os.environ.get("BENCH_PY_SPY") or shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+)
 
 
 def say(text: str) -> None:

@@ -11,10 +11,11 @@ SQLAlchemy's result machinery, which would cost more than the insert itself on t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+import sqlite3
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from itertools import chain
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,6 +36,8 @@ from service.projections.fold import ConnectionState
 from service.projections.rebuild import REBUILD_CONNECTIONS_SQLITE, REBUILD_SESSIONS
 
 __all__ = ["SqliteStore"]
+
+T = TypeVar("T")
 
 # The page cache of a connection while it appends (64 MiB).
 WRITER_CACHE_KIB = 64 * 1024
@@ -132,86 +135,118 @@ def _values(rows: int, columns: int) -> str:
     return ",".join([f"({_marks(columns)})"] * rows)
 
 
+def _on_thread(db: Any, work: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
+    """Run `work` with the sqlite3 connection, on aiosqlite's thread, as one call.
+
+    Every call to aiosqlite is a hop to its thread and back, and each hop needs the GIL twice:
+    while the event loop's thread decodes the next batch, that is a wait of up to the switch
+    interval each time. An append made of separate calls took some thirty hops, which cost more
+    than its statements; a step of several statements as one call costs one. aiosqlite has no
+    public way to run a callable on its thread: `_execute` and `_conn` are its own, unchanged
+    from 0.17 to 0.22 (the version is pinned in requirements.lock, and every test that appends
+    goes through here)."""
+    result: Awaitable[T] = db._execute(work, db._conn)
+    return result
+
+
+def _write_rows(conn: sqlite3.Connection, template: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Run `template` (with `{}` for its VALUES list) on all `rows`, in multi-row statements."""
+    if not rows:
+        return
+    columns = len(rows[0])
+    for length, slices in _groups(rows, _power_of_8_at_most(_PARAMETERS_PER_STATEMENT // columns)):
+        conn.executemany(template.format(_values(length, columns)), map(_flat, slices))
+
+
+def _json_rows(conn: sqlite3.Connection, sql: str, parameters: Sequence[Any]) -> list[list[Any]]:
+    found: list[list[Any]] = orjson.loads(conn.execute(sql, parameters).fetchone()[0])
+    return found
+
+
+def _head(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(position), 0) FROM connection_ledger").fetchone()[0])
+
+
+def _existing(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, ExistingEvent]:
+    rows = conn.execute(_EXISTING, (orjson.dumps(list(ids)).decode(),)).fetchall()
+    return {row[0]: ExistingEvent(row[1], tuple(row[2:])) for row in rows}
+
+
+def _read_state(
+    conn: sqlite3.Connection, ids: Sequence[str], session_ids: Sequence[str], keys: Sequence[ConnectionKey]
+) -> BatchState:
+    head = _head(conn)
+    stored = _existing(conn, ids)
+    rows = _json_rows(conn, _SESSION_STATES, (orjson.dumps(list(session_ids)).decode(),))
+    sessions = {session_id: (last_sequence, count) for session_id, last_sequence, count in rows}
+    found: dict[ConnectionKey, ConnectionState] = {}
+    for length, slices in _groups(keys, _KEY_PAIRS_PER_LOOKUP):
+        sql = _CONNECTION_STATES.format(_values(length, 2))
+        for chunk in slices:
+            for row in _json_rows(conn, sql, _flat(chunk)):
+                found[(row[0], row[1])] = ConnectionState(bool(row[2]), *row[3:])
+    return BatchState(head, stored, sessions, found)
+
+
+def _write(conn: sqlite3.Connection, writes: BatchWrites) -> None:
+    _write_rows(conn, _INSERT_LEDGER, writes.ledger)
+    _write_rows(conn, _UPSERT_LEDGER_SESSIONS, writes.ledger_sessions)
+    _write_rows(conn, _INSERT_CONNECTIONS, writes.new_connections)
+    _write_rows(conn, _UPDATE_CONNECTIONS, writes.changed_connections)
+    _write_rows(conn, _UPSERT_SESSION_COUNTS, writes.counts)
+    _set_checkpoint(conn, CHECKPOINT, writes.checkpoint)
+
+
+def _set_checkpoint(conn: sqlite3.Connection, name: str, position: int) -> None:
+    conn.execute(
+        "INSERT INTO projection_checkpoints (name, position) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        (name, position),
+    )
+
+
 class _SqliteUnit:
-    """The statements of one append, run on aiosqlite's thread.
+    """The statements of one append, run on aiosqlite's thread, a step at a time (`_on_thread`).
 
     That thread runs SQLite with the GIL released, in parallel with the importer decoding the
     next batch on the main thread, but it needs the GIL back each time SQLite returns to
     Python: after every row of an `executemany`, and for every row it fetches. While the main
-    thread is busy, each of those waits for the interpreter's switch interval (5 ms), so a
-    statement per row would crawl. Writes therefore go as multi-row INSERTs of hundreds of
-    rows each, and lookups that return thousands of rows come back as one JSON array.
+    thread is busy, each of those waits for the interpreter's switch interval, so a statement
+    per row would crawl. Writes therefore go as multi-row INSERTs of hundreds of rows each, and
+    lookups that return thousands of rows come back as one JSON array.
     """
 
     def __init__(self, db: Any) -> None:
         self.db = db
 
-    async def _write_rows(self, template: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Run `template` (with `{}` for its VALUES list) on all `rows`, in multi-row statements."""
-        if not rows:
-            return
-        columns = len(rows[0])
-        for length, slices in _groups(rows, _power_of_8_at_most(_PARAMETERS_PER_STATEMENT // columns)):
-            await self.db.executemany(template.format(_values(length, columns)), map(_flat, slices))
-
-    async def _json_rows(self, sql: str, parameters: Sequence[Any]) -> list[list[Any]]:
-        rows = await self.db.execute_fetchall(sql, parameters)
-        found: list[list[Any]] = orjson.loads(rows[0][0])
-        return found
-
     async def head(self) -> int:
-        rows = await self.db.execute_fetchall("SELECT coalesce(max(position), 0) FROM connection_ledger")
-        return int(rows[0][0])
+        return await _on_thread(self.db, _head)
 
     async def existing(self, ids: Sequence[str]) -> dict[str, ExistingEvent]:
-        rows = await self.db.execute_fetchall(_EXISTING, (orjson.dumps(list(ids)).decode(),))
-        return {row[0]: ExistingEvent(row[1], tuple(row[2:])) for row in rows}
-
-    async def session_state(self, session_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        rows = await self._json_rows(_SESSION_STATES, (orjson.dumps(list(session_ids)).decode(),))
-        return {session_id: (last_sequence, count) for session_id, last_sequence, count in rows}
-
-    async def connection_states(self, keys: Sequence[ConnectionKey]) -> dict[ConnectionKey, ConnectionState]:
-        found: dict[ConnectionKey, ConnectionState] = {}
-        for length, slices in _groups(keys, _KEY_PAIRS_PER_LOOKUP):
-            sql = _CONNECTION_STATES.format(_values(length, 2))
-            for chunk in slices:
-                for row in await self._json_rows(sql, _flat(chunk)):
-                    found[(row[0], row[1])] = ConnectionState(bool(row[2]), *row[3:])
-        return found
+        return await _on_thread(self.db, lambda conn: _existing(conn, ids))
 
     async def read_state(
         self, ids: Sequence[str], session_ids: Sequence[str], keys: Sequence[ConnectionKey]
     ) -> BatchState:
-        # Statements in this process, on aiosqlite's thread: a thread hop each, no round trip.
-        head = await self.head()
-        stored = await self.existing(ids)
-        sessions = await self.session_state(session_ids)
-        return BatchState(head, stored, sessions, await self.connection_states(keys))
+        return await _on_thread(self.db, lambda conn: _read_state(conn, ids, session_ids, keys))
 
     async def insert_ledger(self, rows: Sequence[LedgerRow]) -> None:
-        await self._write_rows(_INSERT_LEDGER, rows)
+        await _on_thread(self.db, lambda conn: _write_rows(conn, _INSERT_LEDGER, rows))
 
     async def write(self, writes: BatchWrites) -> None:
-        await self._write_rows(_INSERT_LEDGER, writes.ledger)
-        await self._write_rows(_UPSERT_LEDGER_SESSIONS, writes.ledger_sessions)
-        await self._write_rows(_INSERT_CONNECTIONS, writes.new_connections)
-        await self._write_rows(_UPDATE_CONNECTIONS, writes.changed_connections)
-        await self._write_rows(_UPSERT_SESSION_COUNTS, writes.counts)
-        await self.set_checkpoint(CHECKPOINT, writes.checkpoint)
+        await _on_thread(self.db, lambda conn: _write(conn, writes))
 
     async def set_checkpoint(self, name: str, position: int) -> None:
-        await self.db.execute(
-            "INSERT INTO projection_checkpoints (name, position) VALUES (?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-            (name, position),
-        )
+        await _on_thread(self.db, lambda conn: _set_checkpoint(conn, name, position))
 
     async def insert_rejections(self, rows: Sequence[RejectionRow]) -> None:
-        await self.db.executemany(
-            "INSERT INTO rejected_messages (received_at, source, subject, headers, raw, code, "
-            "message, field) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
+        await _on_thread(
+            self.db,
+            lambda conn: conn.executemany(
+                "INSERT INTO rejected_messages (received_at, source, subject, headers, raw, code, "
+                "message, field) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            ),
         )
 
 
@@ -237,9 +272,16 @@ class SqliteStore(LedgerStore):
         self._writers = asyncio.Lock()
 
     @asynccontextmanager
-    async def _immediate(self) -> AsyncIterator[Any]:
+    async def _immediate(self, *setup: str) -> AsyncIterator[Any]:
+        """A write transaction, begun with the write lock taken, and `setup` run in it."""
+
+        def begin(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in setup:
+                conn.execute(statement)
+
         async with self._writers, self._driver() as db:
-            await db.execute("BEGIN IMMEDIATE")
+            await _on_thread(db, begin)
             try:
                 yield db
             except BaseException:
@@ -254,11 +296,10 @@ class SqliteStore(LedgerStore):
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[_SqliteUnit]:
-        async with self._immediate() as db:
-            # A writer's inserts land all over the indexes (event ids, sessions, connections);
-            # with SQLite's default 2 MB page cache most of them miss and read the page again.
-            # Set per write, so that connections that only read keep the small default.
-            await db.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+        # A writer's inserts land all over the indexes (event ids, sessions, connections); with
+        # SQLite's default 2 MB page cache most of them miss and read the page again. Set per
+        # write, so that connections that only read keep the small default.
+        async with self._immediate(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}") as db:
             yield _SqliteUnit(db)
 
     async def known(self, ids: Sequence[str]) -> dict[str, ExistingEvent]:

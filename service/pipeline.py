@@ -144,16 +144,28 @@ class Pipeline:
         assert metrics is not None
         metrics.append_seconds.observe(seconds)
         metrics.batch_size.observe(len(result.outcomes))
+        # Counted here and added once per batch: each inc() takes the metric's lock.
+        appended = prevented = duplicates = ignored = 0
+        rejected: dict[str, int] = {}
         for outcome in result.outcomes:
             if isinstance(outcome, Appended):
-                metrics.appended.inc()
-                if outcome.prevented:
-                    metrics.prevented.inc()
+                appended += 1
+                prevented += outcome.prevented
             elif isinstance(outcome, Duplicate):
-                metrics.duplicates.inc()
+                duplicates += 1
             elif isinstance(outcome, Rejected):
-                metrics.rejected.labels(outcome.code.value).inc()
+                rejected[outcome.code.value] = rejected.get(outcome.code.value, 0) + 1
             else:
-                metrics.ignored.inc()
+                ignored += 1
+        for counter, amount in (
+            (metrics.appended, appended),
+            (metrics.prevented, prevented),
+            (metrics.duplicates, duplicates),
+            (metrics.ignored, ignored),
+        ):
+            if amount:
+                counter.inc(amount)
+        for code, amount in rejected.items():
+            metrics.rejected.labels(code).inc(amount)
         if result.head:
             metrics.head.set(result.head)

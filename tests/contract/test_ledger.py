@@ -180,6 +180,28 @@ async def test_ignored_vonage_events_are_counted_not_recorded(ledger: Ledger) ->
     assert await rejections(ledger) == []
 
 
+async def test_each_outcome_is_counted_in_the_metrics(ledger: Ledger) -> None:
+    stream = {"sessionId": "s1", "projectId": "1", "event": "streamCreated", "timestamp": 5}
+    await ledger.pipeline.process(
+        [
+            created("e1"),
+            created("e2", connection="c2"),
+            created("e1"),
+            incoming(b"{not json"),
+            incoming(b"[]"),
+            incoming(b"{}"),
+            incoming(stream),
+        ]
+    )
+    sample = ledger.metrics.registry.get_sample_value
+    assert sample("ledger_events_appended_total") == 2
+    assert sample("ledger_events_duplicate_total") == 1
+    assert sample("ledger_events_ignored_total") == 1
+    assert sample("ledger_events_rejected_total", {"code": "malformed_json"}) == 1
+    assert sample("ledger_events_rejected_total", {"code": "invalid_field"}) == 2
+    assert sample("ledger_events_prevented_total") == 0
+
+
 async def test_a_vonage_retry_is_recorded_once(ledger: Ledger) -> None:
     callback = {
         "sessionId": "s1",

@@ -143,9 +143,12 @@ _COPY_FROM = 200
 
 # Up to this many keys the planner chooses index probes by itself.
 _PLANNED_BY_ITSELF = 1000
+# A range of records as one text of lines, built by the server: one value for the driver to
+# decode instead of a record per row.
 _LINE_RANGE = (
-    f"SELECT {POSTGRES_RECORD_JSON} FROM connection_ledger "
-    "WHERE position > $1 AND position <= $2 ORDER BY position"
+    "SELECT string_agg(line, E'\\n' ORDER BY position) FROM ("
+    f"SELECT position, {POSTGRES_RECORD_JSON} AS line FROM connection_ledger "
+    "WHERE position > $1 AND position <= $2) AS range"
 )
 # work_mem of the rebuild transaction (see PostgresStore.rebuild).
 REBUILD_WORK_MEM = "256MB"
@@ -326,8 +329,8 @@ class PostgresStore(LedgerStore):
                 yield rows
 
     async def _line_range(self, pg: Any, low: int, high: int) -> bytes:
-        rows = await pg.fetch(_LINE_RANGE, low, high)
-        return "\n".join([row[0] for row in rows]).encode() + b"\n"
+        lines: str | None = await pg.fetchval(_LINE_RANGE, low, high)
+        return b"" if lines is None else lines.encode() + b"\n"
 
     async def _head_on(self, pg: Any) -> int:
         return await _PostgresUnit(pg).head()

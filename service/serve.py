@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import sys
@@ -29,6 +28,7 @@ from service.nats.relay_process import RelayProcess
 from service.nats.responders import Responders
 from service.nats.sampler import sample_forever
 from service.notify import CommitSignal
+from service.runtime import settle_for_serving
 from service.settings import Settings
 
 __all__ = ["serve"]
@@ -40,22 +40,6 @@ RELAY_START_SECONDS = 30.0
 
 def _say(line: str) -> None:
     print(line, flush=True)  # the URLs a user needs, on stdout
-
-
-def _settle_runtime() -> None:
-    """Tune the interpreter for answering quickly while ingest runs beside the answers.
-
-    Everything built at start-up (modules, settings, engine, clients) lives as long as the
-    process: moved out of the cycle collector's sight, a full collection no longer walks it,
-    which would stall the event loop for tens of milliseconds now and then.
-
-    The database driver runs in threads (aiosqlite) that need the GIL back after each
-    statement, and the event loop needs it back after each of theirs; a thread waiting for the
-    GIL gets it only once the holder has run for the switch interval (5 ms by default), which
-    shows directly in the latency of every answer. 1 ms costs a few more switches."""
-    gc.collect()
-    gc.freeze()
-    sys.setswitchinterval(0.001)
 
 
 async def serve(settings: Settings) -> int:
@@ -126,7 +110,7 @@ async def serve(settings: Settings) -> int:
                     f"LEDGER_HTTP_PORT: cannot listen on {settings.http_host}:{settings.http_port} "
                     "(in use?); set LEDGER_HTTP_PORT to a free port"
                 )
-            _settle_runtime()
+            settle_for_serving()
             _say(
                 f"NATS      {url}"
                 + (f"  (bundled nats-server, JetStream under {settings.var_dir}/nats)" if embedded else "")

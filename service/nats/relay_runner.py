@@ -26,6 +26,7 @@ from service.nats.connect import connect
 from service.nats.head import follow_heads
 from service.nats.relay import Relay, ensure_ledger_stream
 from service.notify import CommitSignal
+from service.runtime import settle_for_serving
 from service.settings import Settings
 
 __all__ = ["run_relay"]
@@ -69,6 +70,7 @@ async def run_relay(settings: Settings, *, watch_stdin: bool = False) -> int:
         await follow_heads(nc, lambda _position: committed.ring())
         await ensure_ledger_stream(nc, settings)
         running = asyncio.create_task(relay.run(), name="relay")
+        settle_for_serving()
         print(f"ready: relaying ledger records to the stream {settings.ledger_stream}", flush=True)
         stoppers: set[asyncio.Task[Any]] = {asyncio.create_task(stop.wait())}
         if watch_stdin:

@@ -19,12 +19,14 @@ role with only SELECT and INSERT on the ledger append.
 
 Round trips: an append is five whatever its size. The pool's liveness check; BEGIN with the lock
 and the planner settings (one simple-protocol query); one statement reading everything the fold
-needs; one statement writing everything it produced (data-modifying CTEs over unnest()ed arrays,
-one per table); COMMIT. Only a batch larger than one fold chunk sends its ledger rows apart, by
-COPY, a chunk at a time while the fold goes on. At a steady 2,000 events/s, batches of a few
-dozen, that took the publish-to-ledger.records p99 from about 165 ms to about 70 ms. Reading the
-ledger for `replay`, the server encodes the records (records.POSTGRES_RECORD_JSON), on two
-connections at once (store.record_lines).
+needs; one statement writing everything it produced (data-modifying CTEs, one per table, over
+rows sent as JSON); COMMIT. A batch's ledger rows and new connections, above a couple of hundred,
+go by COPY instead, which the server takes fastest; the ledger rows of a batch larger than one
+fold chunk, a chunk at a time while the fold goes on. At a steady 2,000 events/s, batches of a
+few dozen, that took the publish-to-ledger.records p99 from about 165 ms to about 60 ms.
+
+Reading the ledger for `replay`, the server encodes the records (records.POSTGRES_RECORD_JSON)
+and joins each range of them into one text, on two connections at once (store.record_lines).
 """
 
 from __future__ import annotations

@@ -180,3 +180,6 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     # nats-py reports reconnects itself; our callbacks log them once, in a line each.
     logging.getLogger("nats").setLevel(logging.WARNING)
+    # Alembic announces each of its plugins at INFO when it migrates; the migrations it runs
+    # are worth a line each, its plugins are not.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

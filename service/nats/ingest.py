@@ -80,13 +80,17 @@ class Ingestor:
         )
         await feed.start()
         # Three things overlap: messages keep arriving into the feed while batches are worked
-        # on, and, when there is a backlog, the next batch is decoded (and its hooks run) while
-        # the one before it is being committed, in the database's thread or process. Commits
-        # stay one at a time and in arrival order, and each batch is acked only after its own
-        # commit.
+        # on, and, when there is a backlog and no hooks, the next batch is decoded while the
+        # one before it is being committed, in the database's thread or process. Commits stay
+        # one at a time and in arrival order, and each batch is acked only after its own commit.
+        #
+        # With hooks, `prepare` runs them on the events it does not find in the ledger, so it
+        # must see the batch before committed: a copy of one of its events (a redelivery) would
+        # otherwise run the hooks again (as in cli/importer.py).
+        decode_ahead = not self.pipeline.hooks
         committing: asyncio.Task[None] | None = None
         while not self.stopping.is_set():
-            if committing is not None and feed.buffered < settings.batch_size // 2:
+            if committing is not None and (not decode_ahead or feed.buffered < settings.batch_size // 2):
                 # No backlog: wait for the commit, then take everything that arrived during
                 # it in one batch. Decoding ahead pays only when a backlog keeps batches full;
                 # under a light load it would make each message wait out one more commit.

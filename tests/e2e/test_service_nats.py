@@ -5,7 +5,9 @@ returns the history, rejections are published and kept, and SIGTERM drains to ex
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -17,6 +19,8 @@ from service.events import Event, decode
 from service.traffic import generate
 from tests.e2e.conftest import Service
 from tests.e2e.natsutil import ask, final_live_sets, publish_all, replay
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def wait_until_head(nc: Client, session: str, position: int) -> dict[str, Any]:
@@ -122,3 +126,32 @@ async def test_bad_requests_get_an_error_naming_the_field(
         assert orjson.loads(reply.data)["error"] == "invalid_field"
     finally:
         await nc.close()
+
+
+# CONTRACT 2 deduplicates (step 2) before the hooks (step 3): a redelivered event's hooks do not
+# run again. Under a backlog, ingest decodes the next batch while the one before commits; with
+# hooks that would run them for a copy of an event the batch in flight is appending.
+@pytest.mark.timeout(180)
+async def test_under_a_backlog_the_hooks_run_once_for_an_event_delivered_twice(
+    service_factory: type[Service], nats_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "hooked.txt"
+    service = service_factory(
+        LEDGER_HOOKS="tests.e2e.cli_hooks:record",
+        LEDGER_BATCH_SIZE="40",
+        CONNLEDGER_TEST_HOOK_LOG=str(log),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    lines = list(generate(1500, seed=5, sessions=10))
+    ids = {e.id for e in (decode(line) for line in lines) if isinstance(e, Event)}
+    nc = await nats.connect(nats_url)
+    try:
+        # Every message twice in a row (a producer's retry): copies fall on both sides of many
+        # batch boundaries, and the publisher outruns ingest, so there is a backlog.
+        await publish_all(nc, [line for line in lines for _ in range(2)])
+        await wait_until_head(nc, "x", len(ids))
+    finally:
+        await nc.close()
+    assert service.stop() == 0
+    hooked = log.read_text().split()
+    assert sorted(hooked) == sorted(ids), "each event's hooks ran once"

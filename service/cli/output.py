@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["Output"]
 
@@ -17,14 +18,25 @@ __all__ = ["Output"]
 class Output:
     def __init__(self, force_json: bool) -> None:
         self.json = force_json or not sys.stdout.isatty()
-        self.console = Console()
         self.stdout = sys.stdout.buffer
+        # Built on first use: rich takes 30 ms to import, and output to a pipe never needs it.
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console()
+        return self._console
 
     def document(self, value: dict[str, Any], title: str | None = None) -> None:
         if self.json:
             self.stdout.write(orjson.dumps(value) + b"\n")
             self.stdout.flush()
             return
+        from rich.table import Table
+
         table = Table(title=title, show_header=False)
         for key, item in value.items():
             table.add_row(str(key), "" if item is None else str(item))
@@ -35,6 +47,8 @@ class Output:
         self.stdout.write(b"".join(line + b"\n" for line in encoded))
 
     def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
+        from rich.table import Table
+
         table = Table(*columns, title=title)
         for row in rows:
             table.add_row(*("" if v is None else str(v) for v in row))

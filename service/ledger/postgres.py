@@ -50,7 +50,11 @@ from service.ledger.records import POSTGRES_RECORD_JSON, REJECTED_COLUMNS
 from service.ledger.schema import LEDGER_COLUMNS
 from service.ledger.store import LedgerStore, keyset_pages, transient_errors
 from service.projections.fold import ConnectionState
-from service.projections.rebuild import REBUILD_CONNECTIONS_POSTGRES, REBUILD_SESSIONS
+from service.projections.rebuild import (
+    REBUILD_CONNECTIONS_POSTGRES,
+    REBUILD_CONNECTIONS_POSTGRES_SORTED,
+    REBUILD_SESSIONS,
+)
 
 __all__ = ["LEDGER_LOCK", "PostgresStore"]
 
@@ -152,8 +156,16 @@ _LINE_RANGE = (
     f"SELECT position, {POSTGRES_RECORD_JSON} AS line FROM connection_ledger "
     "WHERE position > $1 AND position <= $2) AS range"
 )
-# work_mem of the rebuild transaction (see PostgresStore.rebuild).
+# work_mem and maintenance_work_mem of the rebuild transaction (see PostgresStore.rebuild).
 REBUILD_WORK_MEM = "256MB"
+# The name of the projection's primary key, quoted, when the current role may drop it and add
+# it back (it owns the table, directly or through a role it inherits); else NULL.
+_OWNED_PROJECTION_KEY = """
+SELECT quote_ident(c.conname)
+FROM pg_constraint AS c JOIN pg_class AS t ON t.oid = c.conrelid
+WHERE c.conrelid = 'projection_connections'::regclass AND c.contype = 'p'
+  AND pg_has_role(current_user, t.relowner, 'USAGE')
+"""
 
 
 def _json(values: Sequence[Any]) -> str:
@@ -290,10 +302,26 @@ class PostgresStore(LedgerStore):
                 # TRUNCATE, unlike DELETE, leaves no dead rows behind for a million tombstones.
                 await pg.execute("TRUNCATE projection_connections, projection_sessions")
                 # The grouping holds a row per connection in a hash table: with the default
-                # 4 MB it spills to disk in batches and takes twice as long. For this
-                # transaction only; the server's memory, not this process's.
-                await pg.execute(f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'")
-                await pg.execute(REBUILD_CONNECTIONS_POSTGRES)
+                # 4 MB it spills to disk in batches and takes twice as long; so would the sort
+                # that builds the primary key. For this transaction only; the server's memory,
+                # not this process's.
+                await pg.execute(
+                    f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'; "
+                    f"SET LOCAL maintenance_work_mem = '{REBUILD_WORK_MEM}'"
+                )
+                key = await pg.fetchval(_OWNED_PROJECTION_KEY)
+                if key is None:
+                    await pg.execute(REBUILD_CONNECTIONS_POSTGRES_SORTED)
+                else:
+                    # The rows go into the table without its key, which is then built in one
+                    # sort (see rebuild.py). TRUNCATE above took the table's exclusive lock:
+                    # nobody sees it without its key, and a failure rolls the DDL back too.
+                    await pg.execute(f"ALTER TABLE projection_connections DROP CONSTRAINT {key}")
+                    await pg.execute(REBUILD_CONNECTIONS_POSTGRES)
+                    await pg.execute(
+                        f"ALTER TABLE projection_connections ADD CONSTRAINT {key} "
+                        "PRIMARY KEY (session_id, connection_id)"
+                    )
                 await pg.execute(REBUILD_SESSIONS)
                 unit = _PostgresUnit(pg)
                 head = await unit.head()

@@ -306,7 +306,7 @@ def decode(raw: bytes, subject: str | None = None, prefix: str = "connections") 
                 f"sessionId {decoded.session_id!r} does not match the subject's {tokens[0]!r}",
                 "sessionId",
             )
-        if tokens[1] != decoded.type.value:
+        if tokens[1] != decoded.type:  # a StrEnum compares as its str (.value is slower)
             raise RejectedInput(
                 RejectCode.SUBJECT_MISMATCH,
                 f"type {decoded.type.value!r} does not match the subject's {tokens[1]!r}",

@@ -26,6 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from service.errors import TransientError
 from service.ledger.model import Incoming, Rejected
 from service.ledger.store import now_ms
+from service.nats.acks import ack_all
 from service.nats.head import announce_head
 from service.nats.pull_feed import PullFeed
 from service.notify import CommitSignal
@@ -183,8 +184,7 @@ class Ingestor:
                     },
                 )
         # Committed: now, and only now, the messages may be acknowledged.
-        for message in messages:
-            await message.ack()
+        await ack_all(self.nc, messages)
         self.batches += 1
         self.messages += len(messages)
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 
 import nats
+import pytest
+from nats.errors import MsgAlreadyAckdError
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from service.nats.acks import ack_all
 from service.nats.pull_feed import PullFeed
 
 STREAM, CONSUMER = "FEED", "feed"
@@ -47,8 +50,7 @@ async def test_every_message_arrives_once_in_bounded_batches(nats_url: str) -> N
         batch = await feed.take(5)
         assert 0 < len(batch) <= 100
         seen.extend(int(m.data) for m in batch)
-        for message in batch:
-            await message.ack()
+        await ack_all(nc, batch)
     assert seen == list(range(1234))  # one consumer: in stream order, no gap, no repeat
     assert await feed.take(0.6) == []  # nothing more, even after a request expired
     assert await feed.close() == []
@@ -87,4 +89,21 @@ async def test_a_refused_pull_is_retried_calmly_not_in_a_spin(nats_url: str) -> 
     # About one request per take (a spin would send thousands in two seconds).
     assert nc.stats["out_msgs"] - before <= 12
     assert await feed.close() == []
+    await nc.close()
+
+
+async def test_a_batch_acknowledged_at_once_is_acknowledged_and_not_twice(nats_url: str) -> None:
+    nc = await _setup(nats_url, 300)
+    feed = PullFeed(nc, STREAM, CONSUMER, batch=300, expires=0.5)
+    await feed.start()
+    taken = await feed.take(5)
+    assert 0 < len(taken) <= 300
+    await ack_all(nc, taken[1:])
+    assert await _pending(nc) == (300 - len(taken), 1)  # all but the first, which waits
+    with pytest.raises(MsgAlreadyAckdError):
+        await ack_all(nc, taken[:2])  # the second is acked already: nothing is sent
+    assert await _pending(nc) == (300 - len(taken), 1)
+    await ack_all(nc, taken[:1])
+    assert await _pending(nc) == (300 - len(taken), 0)
+    await feed.close()
     await nc.close()

@@ -302,9 +302,9 @@ class PostgresStore(LedgerStore):
                 # TRUNCATE, unlike DELETE, leaves no dead rows behind for a million tombstones.
                 await pg.execute("TRUNCATE projection_connections, projection_sessions")
                 # The grouping holds a row per connection in a hash table: with the default
-                # 4 MB it spills to disk in batches and takes twice as long; so would the sort
-                # that builds the primary key. For this transaction only; the server's memory,
-                # not this process's.
+                # 4 MB it spills to disk in batches and takes twice as long. The sort that
+                # builds the primary key gets as much. For this transaction only; the server's
+                # memory, not this process's.
                 await pg.execute(
                     f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'; "
                     f"SET LOCAL maintenance_work_mem = '{REBUILD_WORK_MEM}'"

@@ -3,7 +3,6 @@ ledger built by the composition root, and prints."""
 
 from __future__ import annotations
 
-import gc
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
@@ -24,6 +23,7 @@ from service.cli.loop import run
 from service.cli.output import Output
 from service.errors import ConfigurationError, TransientError
 from service.ledger.records import rejected_to_dict
+from service.runtime import settle_for_bulk_work
 from service.settings import Settings, load_settings, settings_help
 
 __all__ = ["main"]
@@ -56,25 +56,6 @@ def _run(work: Callable[[Ledger], Awaitable[T]], **ledger_options: Any) -> T:
         raise click.ClickException(
             f"{error}. Check LEDGER_DATABASE_URL and that the database is up."
         ) from None
-
-
-def _tune_for_bulk_work() -> None:
-    """For a command that allocates millions of short-lived objects, all freed by reference
-    counting, and runs the database in another thread.
-
-    The cycle collector would run every 700 allocations and, each time the survivors pile up,
-    walk every object the process holds: a third of an import's time. Objects that exist by now
-    (modules, settings, the engine) are moved out of its sight for good, and it runs every two
-    million allocations, once a batch or two (it still runs, should anything leave a cycle).
-
-    SQLite works in aiosqlite's thread with the GIL released while this thread decodes, but
-    needs the GIL back after each statement; a thread waiting for the GIL gets it only when the
-    holder has run for the switch interval, 5 ms by default, during which the database idles.
-    The Python work here is pure computation, so a shorter slice costs it little."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(2_000_000, 100, 1000)
-    sys.setswitchinterval(0.001)
 
 
 @click.group(epilog=settings_help(), context_settings={"max_content_width": 110})
@@ -213,7 +194,7 @@ def import_(path: str, batch_size: int, as_json: bool) -> None:
         raise click.BadParameter(f"cannot read {path!r}: {error.strerror}", param_hint="FILE") from None
 
     async def work(ledger: Ledger) -> Any:
-        _tune_for_bulk_work()
+        settle_for_bulk_work()
         if not sys.stderr.isatty():
             return await import_stream(ledger.pipeline, stream, name, batch_size)
         from rich.progress import BarColumn, Progress, TransferSpeedColumn
@@ -296,7 +277,7 @@ def replay(session_id: str | None, after: int, limit: int | None, as_json: bool)
     out = Output(as_json)
 
     async def work(ledger: Ledger) -> None:
-        _tune_for_bulk_work()
+        settle_for_bulk_work()
         if out.json:
             # Encoded by the database, a page at a time (see ledger/records.py): the bytes of
             # record_json, several times faster than encoding each record here.

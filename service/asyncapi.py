@@ -118,7 +118,9 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             "address": "ledger.replay",
             "description": 'Request {"sessionId"?, "after"?, "limit"?}: the records are sent to the reply '
             "inbox in position order, then an empty message with header "
-            "Ledger-Replay-End: <last position sent>.",
+            "Ledger-Replay-End: <last position sent>. A refused request gets an error answer "
+            "first; the end message of a refused or cut-short replay also has a header "
+            "Ledger-Replay-Error (invalid_field, unavailable).",
             "messages": {
                 "request": _message(
                     "replayRequest",

@@ -187,6 +187,8 @@ def create_app(context: HttpContext) -> FastAPI:
     async def post_vonage(request: Request) -> Response:
         decoded = vonage_from_body(await request.body())
         if decoded is None:
+            # Not published, so ingest never sees it: counted here, as ingest counts its own.
+            context.ledger.metrics.ignored.inc()
             return _json({"accepted": 0}, 202)
         return await _publish([decoded])
 

@@ -41,6 +41,17 @@ def _rejection(error: RejectedInput, where: str = "") -> HttpRejection:
     return HttpRejection(_STATUS.get(error.code, 422), error.code.value, prefix + error.message, field)
 
 
+def _one_body_size(raw: bytes) -> None:
+    """The contract checks a body's size before anything else, its JSON included: a body that
+    is one event is refused as too large before it is parsed."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise HttpRejection(
+            413,
+            RejectCode.TOO_LARGE.value,
+            f"the body is {len(raw)} bytes; at most {MAX_BODY_BYTES} are accepted",
+        )
+
+
 def _parse(raw: bytes) -> Any:
     if len(raw) > MAX_REQUEST_BYTES:
         raise HttpRejection(
@@ -73,6 +84,8 @@ def _native(raw: bytes, document: Any, where: str) -> Event:
 
 def events_from_body(raw: bytes) -> list[tuple[Event, bytes]]:
     """One native body or an array of up to 1000: the events with the bytes to publish."""
+    if not raw.lstrip().startswith(b"["):
+        _one_body_size(raw)  # not an array: one event, whatever else is wrong with it
     document = _parse(raw)
     if not isinstance(document, list):
         return [(_native(raw, document, ""), raw)]
@@ -93,6 +106,7 @@ def events_from_body(raw: bytes) -> list[tuple[Event, bytes]]:
 
 def vonage_from_body(raw: bytes) -> tuple[Event, bytes] | None:
     """A Vonage Session Monitoring callback: its event, or None for one the ledger ignores."""
+    _one_body_size(raw)
     document = _parse(raw)
     if isinstance(document, dict) and "event" not in document:
         raise HttpRejection(

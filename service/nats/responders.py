@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from typing import Any
 
+import nats.errors
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -29,6 +30,7 @@ __all__ = ["Responders"]
 log = logging.getLogger(__name__)
 QUEUE = "connection-ledger"
 MAX_IN_FLIGHT = 256
+DRAIN_SECONDS = 2.0
 
 
 class BadRequest(LedgerError):
@@ -122,8 +124,17 @@ class Responders:
             log.error("answering a request failed", exc_info=task.exception())
 
     async def stop(self) -> None:
+        """Take no more requests and let those in hand finish. A drain waits for the server to
+        confirm (a flush): with the server gone, each would wait out its timeout, so then
+        the subscriptions are just dropped, and no drain waits longer than DRAIN_SECONDS."""
         for subscription in self.subscriptions:
-            await subscription.drain()  # type: ignore[no-untyped-call]
+            try:
+                if self.nc.is_connected:
+                    await asyncio.wait_for(subscription.drain(), DRAIN_SECONDS)  # type: ignore[no-untyped-call]
+                else:
+                    await subscription.unsubscribe()
+            except (TimeoutError, nats.errors.Error) as error:
+                log.debug("stopping %s: %s", subscription.subject, error)
         self.subscriptions = []
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
@@ -161,8 +172,12 @@ class Responders:
         await self._answer(message, connections=True)
 
     async def _replay(self, message: Msg) -> None:
+        """Records to the requester's inbox, then the end marker. The marker closes every
+        replay, a refused or cut-short one too, so that a client reading until it never waits
+        out a timeout; `Ledger-Replay-Error` then says why the records stop where they do."""
         if not message.reply:
             return
+        after = 0
         try:
             options = _options(message.data)
             after = _non_negative(options, "after") or 0
@@ -176,8 +191,10 @@ class Responders:
                     {"error": RejectCode.INVALID_FIELD.value, "message": error.message, "field": error.field}
                 )
             )
+            await self._end_replay(message.reply, after, RejectCode.INVALID_FIELD.value)
             return
         last = after
+        failure: str | None = None
         try:
             async with aclosing(self.store.records(after=after, session_id=session_id, limit=limit)) as pages:
                 async for rows in pages:
@@ -188,4 +205,11 @@ class Responders:
                     await self.nc.flush()
         except TransientError as error:
             log.warning("replay cut short: %s", error)
-        await self.nc.publish(message.reply, b"", headers={"Ledger-Replay-End": str(last)})
+            failure = "unavailable"
+        await self._end_replay(message.reply, last, failure)
+
+    async def _end_replay(self, inbox: str, last: int, failure: str | None) -> None:
+        headers = {"Ledger-Replay-End": str(last)}
+        if failure is not None:
+            headers["Ledger-Replay-Error"] = failure
+        await self.nc.publish(inbox, b"", headers=headers)

@@ -107,6 +107,9 @@ async def test_post_an_array_is_all_or_nothing(
         (orjson.dumps({**body("e1"), "sessionId": "a.b"}), 422, "invalid_field", "sessionId"),
         (orjson.dumps({"sessionId": "s", "event": "connectionCreated"}), 422, "invalid_field", "type"),
         (b'{"pad": "' + b"x" * 70_000 + b'", "type": "connectionCreated"}', 413, "too_large", None),
+        # Size is checked first: a large body is too large, whatever else is wrong with it.
+        (b'{"pad": "' + b"x" * 70_000 + b'"}', 413, "too_large", None),
+        (b'{"pad": "' + b"x" * 70_000, 413, "too_large", None),
         (orjson.dumps([body(f"e{i}", connection=f"c{i}") for i in range(1001)]), 413, "too_large", None),
         (b"3", 422, "invalid_field", None),
     ],
@@ -154,6 +157,7 @@ async def test_a_vonage_callback_retried_three_times_is_one_record(
     }
     ignored = await client.post("/v1/callbacks/vonage", json={**VONAGE, "event": "streamCreated"})
     assert (ignored.status_code, ignored.json()) == (202, {"accepted": 0})
+    assert "ledger_events_ignored_total 1.0" in (await client.get("/metrics")).text
     bad = await client.post("/v1/callbacks/vonage", json={**VONAGE, "timestamp": "x"})
     assert bad.status_code == 422
     assert bad.json()["field"] == "timestamp"

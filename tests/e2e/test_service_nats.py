@@ -124,6 +124,15 @@ async def test_bad_requests_get_an_error_naming_the_field(
         assert error["field"] == "minPosition"
         reply = await nc.request("ledger.sessions.s1.connections", b"[1]", timeout=5)
         assert orjson.loads(reply.data)["error"] == "invalid_field"
+        # A refused replay is still closed by the end marker: a client reading until it stops.
+        inbox = nc.new_inbox()
+        answers = await nc.subscribe(inbox)
+        await nc.publish("ledger.replay", orjson.dumps({"after": 3, "limit": "ten"}), reply=inbox)
+        refused = await answers.next_msg(timeout=5)
+        assert orjson.loads(refused.data)["field"] == "limit"
+        end = await answers.next_msg(timeout=5)
+        assert end.data == b""
+        assert end.headers == {"Ledger-Replay-End": "3", "Ledger-Replay-Error": "invalid_field"}
     finally:
         await nc.close()
 

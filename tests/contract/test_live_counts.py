@@ -84,6 +84,37 @@ async def test_a_gap_from_another_writer_is_filled_before_own_commits_are_answer
         assert answer == {"sessionId": "s1", "count": 3, "position": 3}
 
 
+async def test_while_own_commits_flow_the_follower_does_not_poll_yet_sees_other_writers(
+    settings: Settings,
+) -> None:
+    quick = settings.model_copy(update={"follow_interval": 0.05})
+    async with (
+        open_ledger(quick) as reader,
+        open_ledger(quick, run_migrations=False) as writer,
+        follow_counts(reader) as counts,
+    ):
+        await counts.count("s1", None, WAIT)
+        loop = asyncio.get_running_loop()
+        reads, until, i = counts.reads, loop.time() + 0.6, 0
+        while loop.time() < until:
+            i += 1
+            await reader.pipeline.process([created(f"own{i}", connection=f"c{i}")])
+            if i == 5:
+                await writer.pipeline.process([created("theirs", "s2")])
+            await asyncio.sleep(0.005)
+        # Polling every 0.05 s would have read a dozen times; the one gap, at most a few.
+        assert counts.reads - reads <= 4
+        answer = await counts.count("s2", None, WAIT)
+        assert answer == {"sessionId": "s2", "count": 1, "position": i + 1}
+        # Once own commits stop, polling resumes: another writer's commit is found unasked.
+        await writer.pipeline.process([created("later", "s3")])
+        for _ in range(100):
+            if counts.position == i + 2:
+                break
+            await asyncio.sleep(0.02)
+        assert (await counts.count("s3", None, 0))["count"] == 1
+
+
 async def test_min_position_past_the_head_answers_after_the_wait_with_what_it_has(ledger: Ledger) -> None:
     await ledger.pipeline.process([created("e1")])
     async with follow_counts(ledger) as counts:

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     ignore_data_pattern: re.Pattern[str] | None = Field(
         None,
         description="Regular expression: connections whose data matches it are recorded but not "
-        "counted (the built-in ignore-by-data hook)",
+        "counted (the built-in ignore-by-data hook, run first unless LEDGER_HOOKS places it)",
     )
     relay_mode: Literal["process", "inline", "off"] = Field(
         "process",

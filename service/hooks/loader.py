@@ -22,9 +22,11 @@ if TYPE_CHECKING:
     from service.hooks.event import CancelableEvent
     from service.settings import Settings
 
-__all__ = ["ENTRY_POINT_GROUP", "Hook", "HookFactory", "NamedHook", "load_hooks"]
+__all__ = ["BUILTIN_IGNORE", "ENTRY_POINT_GROUP", "Hook", "HookFactory", "NamedHook", "load_hooks"]
 
 ENTRY_POINT_GROUP = "connection_ledger.hooks"
+# The entry-point name of the hook that applies LEDGER_IGNORE_DATA_PATTERN (pyproject.toml).
+BUILTIN_IGNORE = "ignore-by-data"
 
 Hook = Callable[["CancelableEvent"], "Awaitable[None] | None"]
 
@@ -81,10 +83,15 @@ def _finish(name: str, obj: Any, settings: Settings) -> NamedHook | None:
 
 
 def load_hooks(names: Sequence[str] | None, settings: Settings) -> list[NamedHook]:
-    """Load the configured hooks. `names` None means every registered entry point."""
+    """Load the configured hooks. `names` None means every registered entry point.
+
+    LEDGER_IGNORE_DATA_PATTERN is a request for the built-in hook in its own right: a list of
+    hooks that leaves it out gets it first, rather than the pattern being ignored in silence."""
     registered = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     if names is None:
         names = sorted(registered)
+    elif settings.ignore_data_pattern is not None and BUILTIN_IGNORE not in names:
+        names = [BUILTIN_IGNORE, *names]
     hooks: list[NamedHook] = []
     for name in names:
         if name in registered:

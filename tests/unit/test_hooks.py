@@ -189,6 +189,18 @@ def test_unset_hooks_mean_every_registered_entry_point_and_the_builtin_stays_off
     assert [h.name for h in on] == ["ignore-by-data"]
 
 
+def test_a_pattern_brings_the_builtin_hook_into_a_list_that_leaves_it_out() -> None:
+    pattern = load_settings(ignore_data_pattern="bot")
+    hooks = load_hooks(["tests.unit.test_hooks:veto"], pattern)
+    assert [h.name for h in hooks] == ["ignore-by-data", "tests.unit.test_hooks:veto"]
+    # Listed, it keeps its place; without a pattern, a list is taken as it is.
+    listed = load_hooks(["tests.unit.test_hooks:veto", "ignore-by-data"], pattern)
+    assert [h.name for h in listed] == ["tests.unit.test_hooks:veto", "ignore-by-data"]
+    assert [h.name for h in load_hooks(["tests.unit.test_hooks:veto"], load_settings())] == [
+        "tests.unit.test_hooks:veto"
+    ]
+
+
 @pytest.mark.parametrize(
     ("name", "words"),
     [

@@ -206,6 +206,9 @@ def test_a_vonage_callback_gets_a_deterministic_id_and_keeps_its_reason() -> Non
     assert isinstance(other, Event)
     assert other.reason == "mediaStopped"
     assert other.id == first.id
+    long = decode(with_changes(VONAGE, reason="r" * 5000))
+    assert isinstance(long, Event)
+    assert long.reason == "r" * 5000
 
 
 def test_a_vonage_callback_at_another_time_is_another_event() -> None:

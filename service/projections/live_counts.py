@@ -63,7 +63,7 @@ class LiveCounts:
         self._loaded = asyncio.Event()
         # When this process's own commit last moved the copy on (time.monotonic()).
         self._own_commit_at = float("-inf")
-        self.reads = 0  # looks at the ledger, for tests and metrics
+        self.reads = 0  # looks at the ledger (tests count them)
 
     def __len__(self) -> int:
         return len(self._counts)

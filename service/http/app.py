@@ -48,6 +48,10 @@ class HttpContext:
     ready: Callable[[], Awaitable[dict[str, bool]]]
 
 
+# The most sessions `GET /v1/sessions` answers in one page.
+MAX_SESSIONS_PAGE = 1000
+
+
 def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
@@ -212,13 +216,18 @@ def create_app(context: HttpContext) -> FastAPI:
     @app.get("/v1/sessions", tags=["queries"], summary="Sessions with their counts, paged")
     async def get_sessions(
         active: bool = True,
-        limit: int = Query(100, ge=1, le=1000),
+        limit: int = Query(
+            100, ge=1, description=f"Sessions a page; above {MAX_SESSIONS_PAGE}, {MAX_SESSIONS_PAGE}"
+        ),
         cursor: str | None = None,
         minPosition: int | None = Query(None, ge=0),  # noqa: N803
     ) -> Response:
         await _wait(minPosition)
         try:
-            page = await ledger.queries.sessions(active=active, limit=limit, cursor=cursor)
+            # A larger page is cut, not refused: the client follows `next` in any case.
+            page = await ledger.queries.sessions(
+                active=active, limit=min(limit, MAX_SESSIONS_PAGE), cursor=cursor
+            )
         except (ValueError, UnicodeDecodeError):
             raise HttpRejection(
                 422, "invalid_field", "cursor is not one this service issued", "cursor"

@@ -185,6 +185,20 @@ async def test_sessions_listing_pages(api: tuple[httpx.AsyncClient, Ledger, Dire
     assert (bad.status_code, bad.json()["field"]) == (422, "limit")
 
 
+async def test_a_sessions_page_larger_than_the_most_is_cut_not_refused(
+    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+) -> None:
+    client, _, _ = api
+    for start in (0, 1000):
+        batch = [native(f"e{i}", session=f"S{i:05}") for i in range(start, min(start + 1000, 1001))]
+        assert (await client.post("/v1/events", json=batch)).status_code == 202
+    first = (await client.get("/v1/sessions", params={"limit": 5000})).json()
+    assert len(first["sessions"]) == 1000
+    assert first["next"] is not None
+    rest = (await client.get("/v1/sessions", params={"limit": 5000, "cursor": first["next"]})).json()
+    assert rest == {"sessions": [{"sessionId": "S01000", "count": 1}], "next": None}
+
+
 async def test_events_and_rejected_stream_ndjson(
     api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
 ) -> None:

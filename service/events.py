@@ -25,6 +25,7 @@ __all__ = [
     "EventType",
     "Ignored",
     "SourceFormat",
+    "check_body_size",
     "decode",
     "is_session_id",
     "subject_tokens",
@@ -258,17 +259,22 @@ def subject_tokens(subject: str, prefix: str) -> tuple[str, str] | None:
     return session, type_
 
 
+def check_body_size(raw: bytes) -> None:
+    """The first rule of every body: at most MAX_BODY_BYTES, whatever else is wrong with it."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise RejectedInput(
+            RejectCode.TOO_LARGE,
+            f"the body is {len(raw)} bytes; at most {MAX_BODY_BYTES} are accepted",
+        )
+
+
 def decode(raw: bytes, subject: str | None = None, prefix: str = "connections") -> Event | Ignored:
     """Decode one body in either format, checking the rules in the contract's order:
     size, JSON, type, field rules, then agreement with the subject (when there is one).
 
     Raises RejectedInput with the code of the first broken rule.
     """
-    if len(raw) > MAX_BODY_BYTES:
-        raise RejectedInput(
-            RejectCode.TOO_LARGE,
-            f"the body is {len(raw)} bytes; at most {MAX_BODY_BYTES} are accepted",
-        )
+    check_body_size(raw)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

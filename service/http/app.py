@@ -217,7 +217,7 @@ def create_app(context: HttpContext) -> FastAPI:
     async def get_sessions(
         active: bool = True,
         limit: int = Query(
-            100, ge=1, description=f"Sessions a page; above {MAX_SESSIONS_PAGE}, {MAX_SESSIONS_PAGE}"
+            100, ge=1, description=f"Sessions per page; a larger limit gets {MAX_SESSIONS_PAGE}"
         ),
         cursor: str | None = None,
         minPosition: int | None = Query(None, ge=0),  # noqa: N803

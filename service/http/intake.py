@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from service.errors import RejectCode, RejectedInput
-from service.events import MAX_BODY_BYTES, Event, Ignored, decode
+from service.events import MAX_BODY_BYTES, Event, Ignored, check_body_size, decode
 
 __all__ = ["MAX_BATCH", "MAX_REQUEST_BYTES", "HttpRejection", "events_from_body", "vonage_from_body"]
 
@@ -42,14 +42,13 @@ def _rejection(error: RejectedInput, where: str = "") -> HttpRejection:
 
 
 def _one_body_size(raw: bytes) -> None:
-    """The contract checks a body's size before anything else, its JSON included: a body that
-    is one event is refused as too large before it is parsed."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise HttpRejection(
-            413,
-            RejectCode.TOO_LARGE.value,
-            f"the body is {len(raw)} bytes; at most {MAX_BODY_BYTES} are accepted",
-        )
+    """A body that is one event is refused as too large before it is parsed: the contract
+    checks size before anything else, its JSON included (`decode` would, but the checks here
+    that give HTTP's own messages come first)."""
+    try:
+        check_body_size(raw)
+    except RejectedInput as error:
+        raise _rejection(error) from None
 
 
 def _parse(raw: bytes) -> Any:

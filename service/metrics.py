@@ -26,7 +26,7 @@ class Metrics:
         self.batch_size = Histogram(
             "ledger_batch_size",
             "Messages per appended batch",
-            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000),
             registry=r,
         )
         self.append_seconds = Histogram(

@@ -72,10 +72,16 @@ class Settings(BaseSettings):
         description="Where serve runs the relay: process (a child process, on a core of its own), "
         "inline (in the serve process), off (another process relays: connledger relay)",
     )
+    # Under a backlog, an append's fixed costs (round trips, the index pages every batch
+    # touches, the commit's flush) are shared by this many events: 10,000 took 31,000-34,000
+    # events/s into PostgreSQL where 2,000 took 23,000, and 27,000-30,000 into SQLite where 2,000
+    # took 22,000 (bench/ingest_nats.py). A light load is appended as it arrives, whatever this
+    # is. The price: the writer lock held for a few hundred milliseconds per batch under a
+    # backlog, and two batches of memory.
     batch_size: int = Field(
-        2000,
+        10_000,
         ge=1,
-        le=10_000,
+        le=50_000,
         description="Most events appended in one transaction: a backlog is taken this many at a "
         "time, a light load as it arrives",
     )

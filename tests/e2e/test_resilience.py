@@ -69,7 +69,9 @@ async def test_sigkill_in_the_middle_of_an_ingest_loses_and_duplicates_nothing(
 ) -> None:
     lines = list(generate(50_000, seed=21, sessions=300))
     events = events_of(lines)
-    first = service_factory()  # it creates the stream
+    # Batches far smaller than the default, so that the kill lands with the ingest under way
+    # however fast this machine is at the moment.
+    first = service_factory(LEDGER_BATCH_SIZE="1000")  # it creates the stream
     nc = await nats.connect(nats_url)
     try:
         await publish_all(nc, lines)
@@ -205,7 +207,8 @@ async def test_sigterm_drains_and_the_next_start_loses_nothing(
 ) -> None:
     lines = list(generate(15_000, seed=24, sessions=80))
     events = events_of(lines)
-    first = service_factory()
+    # Small batches: the stop comes while batches are in hand, which is what it must drain.
+    first = service_factory(LEDGER_BATCH_SIZE="1000")
     nc = await nats.connect(nats_url)
     try:
         await publish_all(nc, lines)

@@ -61,3 +61,86 @@ async def test_a_refusal_by_the_stream_names_the_error(nats_url: str) -> None:
         await publisher.publish([("small.x", b"far too large a message", "x")], timeout=10)
     await publisher.close()
     await nc.close()
+
+
+async def test_batches_after_the_first_are_confirmed_by_one_acknowledgement(
+    out_stream: tuple[JetStreamContext, AckedPublisher],
+) -> None:
+    js, publisher = out_stream
+    batches = [[(f"out.{b}", f"{b}-{i}".encode(), f"id-{b}-{i}") for i in range(1200)] for b in range(4)]
+    for batch in batches:
+        await publisher.publish(batch, timeout=10)
+    # The first batch is acknowledged message by message; the three after it are chained.
+    assert (publisher.chained, publisher.broken) == (3, 0)
+    assert (await js.stream_info("OUT")).state.messages == 4800
+    for seq in (1, 1200, 1201, 2400, 4800):
+        stored = await js.get_msg("OUT", seq)
+        batch, n = divmod(seq - 1, 1200)
+        assert stored.data == f"{batch}-{n}".encode()
+        assert stored.headers is not None
+        assert stored.headers["Nats-Msg-Id"] == f"id-{batch}-{n}"
+    chained = (await js.get_msg("OUT", 1201)).headers
+    assert chained is not None
+    assert chained["Nats-Expected-Last-Msg-Id"] == "id-0-1199"
+
+
+async def test_a_batch_repeating_stored_messages_stores_only_the_new_ones(
+    out_stream: tuple[JetStreamContext, AckedPublisher],
+) -> None:
+    js, publisher = out_stream
+    await publisher.publish([(f"out.{i}", str(i).encode(), f"id-{i}") for i in range(100)], timeout=10)
+    # A relay restarted from an older checkpoint: 40 records published already, then 60 new
+    # ones. The 40 are duplicates; the first new one follows the last stored one.
+    await publisher.publish([(f"out.{i}", str(i).encode(), f"id-{i}") for i in range(60, 160)], timeout=10)
+    info = (await js.stream_info("OUT")).state
+    assert (info.messages, info.last_seq) == (160, 160)
+    assert [(await js.get_msg("OUT", seq)).data for seq in (100, 101, 160)] == [b"99", b"100", b"159"]
+    # From a publisher that knows nothing yet: the same, one acknowledgement a message.
+    fresh = AckedPublisher(publisher.nc)
+    await fresh.start()
+    await fresh.publish([(f"out.{i}", str(i).encode(), f"id-{i}") for i in range(150, 200)], timeout=10)
+    await fresh.publish([(f"out.{i}", str(i).encode(), f"id-{i}") for i in range(200, 250)], timeout=10)
+    await fresh.close()
+    info = (await js.stream_info("OUT")).state
+    assert (info.messages, info.last_seq) == (250, 250)
+    assert (await js.get_msg("OUT", 161)).data == b"160"
+    assert (fresh.chained, fresh.broken) == (0, 0)  # the first had duplicates: not chained on
+
+
+async def test_a_chain_broken_by_another_publisher_loses_nothing(
+    out_stream: tuple[JetStreamContext, AckedPublisher],
+) -> None:
+    js, publisher = out_stream
+    await publisher.publish([("out.a", b"a", "a")], timeout=10)
+    await js.publish("out.foreign", b"foreign", headers={"Nats-Msg-Id": "foreign"})
+    batch = [(f"out.{i}", str(i).encode(), f"id-{i}") for i in range(50)]
+    await publisher.publish(batch, timeout=10)
+    assert publisher.broken == 1
+    info = (await js.stream_info("OUT")).state
+    assert (info.messages, info.last_seq) == (52, 52)
+    assert (await js.get_msg("OUT", 3)).data == b"0"
+    assert (await js.get_msg("OUT", 52)).data == b"49"
+
+
+async def test_a_chained_batch_with_a_message_no_stream_takes_fails(
+    out_stream: tuple[JetStreamContext, AckedPublisher],
+) -> None:
+    js, publisher = out_stream
+    await publisher.publish([("out.a", b"a", "a")], timeout=10)
+    with pytest.raises(PublishFailed, match="503"):
+        await publisher.publish(
+            [("out.b", b"b", "b"), ("nowhere.c", b"c", "c"), ("out.d", b"d", "d")], timeout=10
+        )
+    assert (await js.stream_info("OUT")).state.messages == 3  # a, b, and d from the second try
+
+
+async def test_chains_that_keep_breaking_give_way_to_one_acknowledgement_a_message(
+    out_stream: tuple[JetStreamContext, AckedPublisher],
+) -> None:
+    js, publisher = out_stream
+    await publisher.publish([("out.first", b"first", "first")], timeout=10)
+    for attempt in range(5):
+        await js.publish("out.foreign", b"foreign", headers={"Nats-Msg-Id": f"foreign-{attempt}"})
+        await publisher.publish([(f"out.{attempt}", str(attempt).encode(), f"id-{attempt}")], timeout=10)
+    assert (publisher.broken, publisher.chained) == (3, 0)  # given up after three
+    assert (await js.stream_info("OUT")).state.messages == 11

@@ -1,8 +1,8 @@
 """Ledger rows as the records downstream services see (CONTRACT section 3). Pure.
 
 A record is encoded in one of two places. `record_json` encodes a row in Python; it is the
-reference, and what the relay, the NATS replies and HTTP use. `connledger replay` streams
-millions of records, and there the databases encode them themselves (`SQLITE_RECORD_JSON`,
+reference, and what the NATS replies and HTTP use. Replay and the relay stream millions of
+records, and there the databases encode them themselves (`SQLITE_RECORD_JSON`,
 `POSTGRES_RECORD_JSON`): the work then happens in SQLite's C code without the GIL, or in the
 PostgreSQL server process, and Python only moves one string per record, which is what takes
 replay from about 90,000 to several hundred thousand records a second. Both expressions give

@@ -110,6 +110,15 @@ class LedgerStore(ABC):
             async for rows in pages:
                 yield rows
 
+    async def relay_records(self, *, after: int, limit: int) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+        """(position, event id, session id, type, record JSON) of the records after `after`, in
+        position order, in chunks: what the relay publishes, the JSON encoded by the database
+        (see records.py) rather than built in Python from the row."""
+        columns = f"position, event_id, session_id, type, {self.record_json_sql}"
+        async with aclosing(self._ledger_pages(columns, after, None, limit)) as pages:
+            async for rows in pages:
+                yield rows
+
     @abstractmethod
     def _driver(self) -> AbstractAsyncContextManager[Any]:
         """A connection of the driver (aiosqlite, asyncpg) from the engine's pool."""

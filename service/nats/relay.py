@@ -24,7 +24,6 @@ from nats.js.api import StorageType, StreamConfig
 from service.errors import TransientError
 from service.ledger.checkpoints import read_checkpoint
 from service.ledger.lease import Lease
-from service.ledger.records import record_json
 from service.ledger.store import LedgerStore, transient_errors
 from service.nats.acked_publisher import AckedPublisher, PublishFailed
 from service.notify import CommitSignal
@@ -105,9 +104,9 @@ class Relay:
         """Publish the next chunk after the checkpoint; False when there was nothing new."""
         messages: list[tuple[str, bytes, str]] = []
         last = self.position
-        async with aclosing(self.store.records(after=self.position, limit=CHUNK)) as pages:
+        async with aclosing(self.store.relay_records(after=self.position, limit=CHUNK)) as pages:
             async for rows in pages:
-                messages.extend((f"ledger.records.{r[3]}.{r[4]}", record_json(r), r[2]) for r in rows)
+                messages.extend((f"ledger.records.{r[2]}.{r[3]}", r[4].encode(), r[1]) for r in rows)
                 last = rows[-1][0]
         if not messages:
             return False

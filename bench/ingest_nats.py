@@ -16,11 +16,15 @@ database `bench_nats_<random>` that is dropped afterwards). For each backend:
    SQLAlchemy async transaction inserting one row into a plain table, on the same backend with
    the service's engine settings. Capped at --naive-cap messages or --naive-seconds.
 3. the service: N events published (js.publish_async, into the CONNECTIONS stream created as
-   the service creates it) before `connledger serve` starts on a fresh database; sustained
-   rate = unique events / (last recordedAt - first recordedAt), read back over `ledger.replay`
-   (recordedAt is stamped when a batch's transaction begins, so the last batch's own time is
-   not in the span); and the wall time from spawning the process to the head reaching the
-   number of unique events (polled with `ledger.sessions.x.count` and minPosition).
+   the service creates it) before `connledger serve` starts on a fresh database. The records,
+   read back over `ledger.replay`, give each batch's start (recordedAt is stamped when a
+   batch's transaction begins) and first position. Sustained rate: the events appended between
+   the first batch begun after the service said "ready" and the last batch, over the time
+   between them (before "ready" its relay child is still starting, on one of the same two
+   cores). Also printed: the rate from the first batch (unique events / (last recordedAt -
+   first recordedAt), which counts the last batch's events but not its time), and the wall
+   time from spawning the process to the head reaching the number of unique events (polled
+   with `ledger.sessions.x.count` and minPosition).
 4. publish-to-queryable latency at --latency-rate events/s for --latency-seconds (fresh service
    and database): a paced publisher in a child process stamps each event; a core NATS
    subscription on `ledger.records.>` stamps its record (the relay publishes after commit, so
@@ -572,6 +576,23 @@ async def replay(nc: Client, request: dict[str, Any], within: float = 30) -> lis
     return records
 
 
+def steady_rate(records: Sequence[dict[str, Any]], since_ms: float) -> float:
+    """Records a second from the start of the first batch begun after `since_ms` (wall clock)
+    to the start of the last batch: the events appended in between over the time between.
+
+    A batch's records share its recordedAt (stamped when its transaction begins), so no batch
+    is counted whose time is not in the span; nan when fewer than two batches begin after."""
+    starts: list[tuple[int, int]] = []  # (recordedAt, position of the batch's first record)
+    for record in records:
+        if not starts or record["recordedAt"] != starts[-1][0]:
+            starts.append((record["recordedAt"], record["position"]))
+    window = [start for start in starts if start[0] >= since_ms]
+    if len(window) < 2:
+        return math.nan
+    (t0, p0), (t1, p1) = window[0], window[-1]
+    return (p1 - p0) / ((t1 - t0) / 1000)
+
+
 # --------------------------------------------------------------------------------------------
 # The phases. Each returns its figures; --repeat takes the median of each figure.
 
@@ -720,17 +741,24 @@ async def phase_service_ingest(ctx: Context, backend: Backend) -> Figures:
                 within = max(120.0, len(traffic) / 500)
                 reached, head = await wait_for_head(nc, service, traffic.unique, within)
                 cpu = window.stop(service, server, url)
-                first = await replay(nc, {"limit": 1})
-                last = await replay(nc, {"after": traffic.unique - 1, "limit": 1})
+                wall_offset = time.time() - now()
                 _, final = await wait_for_head(nc, service, traffic.unique, 60)
+                records = await replay(nc, {}, within=120)
         finally:
             await nc.close()
         batches = service.ingest_summary()
     if final != traffic.unique:
         say(f"  warning: head {final}, expected {traffic.unique} unique events")
-    span = (last[0]["recordedAt"] - first[0]["recordedAt"]) / 1000
+    span = (records[-1]["recordedAt"] - records[0]["recordedAt"]) / 1000
+    # Once the service said "ready": its relay child is up by then, whose start-up (a second
+    # of imports on one of the two cores) slows the first batches of a short run.
+    steady = steady_rate(records, (service.ready + wall_offset) * 1000)
+    if math.isnan(steady):
+        say("  warning: fewer than two batches after ready (more --events?); sustained from the first batch")
+        steady = traffic.unique / span
     figures = {
         "rate": traffic.unique / span,
+        "steady": steady,
         "span": span,
         "wall": reached - service.spawned,
         "wall_ready": reached - service.ready,
@@ -1040,9 +1068,10 @@ def report(results: dict[str, dict[str, Figures]], ctx: Context, command: str) -
         if service:
             row(
                 backend,
-                "service sustained (recordedAt span)",
-                f"{service['rate']:,.0f} ev/s",
-                note=f"{ctx.traffic.unique:,} unique in {service['span']:.2f} s"
+                "service sustained (recordedAt)",
+                f"{service['steady']:,.0f} ev/s",
+                note=f"batches begun after ready; from the first batch {service['rate']:,.0f} ev/s "
+                f"({ctx.traffic.unique:,} unique in {service['span']:.2f} s)"
                 + (f", mean batch {service['mean_batch']:.0f}" if "mean_batch" in service else ""),
             )
             row(
@@ -1055,10 +1084,17 @@ def report(results: dict[str, dict[str, Figures]], ctx: Context, command: str) -
             if note := cpu_note(service):
                 row(backend, "  during ingest", "", note=note)
             if client:
-                ratio = service["rate"] / client["rate"]
-                row(backend, "ratio service / (a)", f"{ratio:.2f}", ">= 0.70", verdict(ratio, 0.70, True))
+                ratio = service["steady"] / client["rate"]
+                whole = service["rate"] / client["rate"]
+                row(
+                    backend,
+                    "ratio service / (a)",
+                    f"{ratio:.2f}",
+                    ">= 0.70",
+                    verdict(ratio, 0.70, True) + f"; from the first batch {whole:.2f}",
+                )
             if naive:
-                ratio = service["rate"] / naive["rate"]
+                ratio = service["steady"] / naive["rate"]
                 row(backend, "ratio service / (b)", f"{ratio:.1f}", ">= 10", verdict(ratio, 10, True))
         if latency := r.get("latency"):
             row(

@@ -55,7 +55,15 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
                     "record",
                     schemas.RECORD,
                     "A ledger record",
-                    {"Nats-Msg-Id": {**header, "description": "the event id"}},
+                    {
+                        "Nats-Msg-Id": {**header, "description": "the event id"},
+                        "Nats-Expected-Last-Msg-Id": {
+                            **header,
+                            "description": "the event id of the record before it, when the relay "
+                            "published the two in one chained batch (absent otherwise); the stream "
+                            "stored it only after that one",
+                        },
+                    },
                 )
             },
         },

@@ -96,6 +96,9 @@ async def test_events_land_once_and_everything_answers(service_factory: type[Ser
                 published.append(orjson.loads(message.data))
                 assert message.headers is not None
                 assert message.headers["Nats-Msg-Id"] == published[-1]["id"]
+                # Chained batches (acked_publisher.py): each names the record before it.
+                if (before := message.headers.get("Nats-Expected-Last-Msg-Id")) is not None:
+                    assert before == published[-2]["id"]
                 assert (
                     message.subject == f"ledger.records.{published[-1]['sessionId']}.{published[-1]['type']}"
                 )

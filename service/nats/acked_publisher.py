@@ -5,13 +5,15 @@ A batch is published in one of two ways:
 - **Chained** (the usual way, once the stream's last message is known to be ours): every
   message carries `Nats-Expected-Last-Msg-Id`, the id of the message before it (for the first,
   the last message of the batch before), and only the batch's last message asks for a reply.
-  The stream stores a message only when its last message has that id, so the batch is stored
-  as a chain: if one message is not stored (a duplicate, a refusal, another publisher's
-  message in between), none after it is, the last one included. An acknowledgement of the
-  last message as stored (not as a duplicate) therefore says that the whole batch was, and
-  anything else that it was not. The stream sends no reply for the others: measured, a third
-  less of nats-server's CPU and two fifths less of the publisher's than one acknowledgement
-  a message. (Chaining on the expected last *sequence* instead would not do: another
+  The stream stores a message only when its last message is the one named, so a batch is
+  stored as a chain: when the last message is acknowledged as stored (not as a duplicate), the
+  one before it was the stream's last just then, and so on back to the first (a duplicate
+  among them was stored before, by an earlier publish of the same records in the same order).
+  A refusal, or another publisher's message in between, breaks the chain: nothing after it
+  is stored, the last message is refused, and the batch goes again, message by message. The
+  stream sends no reply for the others: for 100,000 messages, measured, nats-server took
+  0.51 s of CPU instead of 0.72 s with a reply each, and the publishing client 0.40 s
+  instead of 0.63 s. (Chaining on the expected last *sequence* would not do: another
   publisher's message in between and a refused one of ours add up to the same sequence.)
 - **One acknowledgement a message**: while the stream's last message is not known (the first
   batch, and after a chain broke), and for good once chains keep breaking (CHAIN_GIVE_UP in a

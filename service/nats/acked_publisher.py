@@ -17,10 +17,11 @@ A batch is published in one of two ways:
   publisher's message in between and a refused one of ours add up to the same sequence.)
 - **One acknowledgement a message**: while the stream's last message is not known (the first
   batch, and after a chain broke), and for good once chains keep breaking (CHAIN_GIVE_UP in a
-  row: a stream whose server does not keep the last message id). A batch succeeds when every
-  message of it was acknowledged (stored, or a duplicate within the stream's window, which is
-  as good: the same Nats-Msg-Id was stored). When none was a duplicate, the batch's last
-  message is the stream's last, and the next batch is chained on it.
+  row: another publisher on the stream, or a server that cannot check the chain while messages
+  are in flight). A batch succeeds when every message of it was acknowledged (stored, or a
+  duplicate within the stream's window, which is as good: the same Nats-Msg-Id was stored). When
+  none was a duplicate, the batch's last message is the stream's last, and the next batch is
+  chained on it.
 
 Either way, a batch that raises was not (wholly) stored: the caller publishes it again, and
 JetStream's deduplication (Nats-Msg-Id) absorbs what had been stored.
@@ -118,7 +119,8 @@ class AckedPublisher:
             log.debug("chained publish broke (%s); publishing the batch again", error or reply[:200])
             if self._broken_in_a_row == CHAIN_GIVE_UP:
                 log.warning(
-                    "%d chained publishes in a row broke; acknowledging every message from now on",
+                    "%d chained publishes in a row broke (another publisher on the stream?); "
+                    "acknowledging every message from now on",
                     CHAIN_GIVE_UP,
                 )
         error, _ = await self._send(messages, timeout, chain_after=None)

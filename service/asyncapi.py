@@ -82,6 +82,12 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
                             "Ledger-Reject-Code": header,
                             "Ledger-Reject-Message": header,
                             "Ledger-Subject": header,
+                            "Ledger-Raw-Truncated": {
+                                "type": "string",
+                                "description": "Only when the original would not fit beside the headers "
+                                "in the server's payload limit: its length in bytes. The body is then "
+                                "its beginning; the whole is stored (GET /v1/rejected).",
+                            },
                         },
                     },
                 }

@@ -119,6 +119,10 @@ ERROR: dict[str, Any] = {
     "properties": {
         "error": {"type": "string"},
         "message": {"type": "string"},
-        "field": {"type": ["string", "null"]},
+        "field": {"type": ["string", "null"], "description": "the field as the contract names it"},
+        "index": {
+            "type": "integer",
+            "description": "in a request of several events, the one (from 0) that broke the rule",
+        },
     },
 }

@@ -111,6 +111,8 @@ async def serve(settings: Settings) -> int:
                     "(in use?); set LEDGER_HTTP_PORT to a free port"
                 )
             settle_for_serving()
+            if embedded is not None:
+                embedded.announce()
             _say(
                 f"NATS      {url}"
                 + (f"  (bundled nats-server, JetStream under {settings.var_dir}/nats)" if embedded else "")

@@ -70,9 +70,18 @@ def _session(session_id: str) -> None:
         )
 
 
+def _without_empty_values(query: bytes) -> bytes:
+    """The query string less its parameters that have no value: `?limit=&cursor=` is how a
+    URL template or an HTML form says "not given", and it means the default, not a bad number."""
+    if b"=&" not in query and not query.endswith(b"=") and b"&&" not in query:
+        return query
+    return b"&".join(part for part in query.split(b"&") if part.partition(b"=")[2])
+
+
 class Guard:
-    """Bearer-token checks and the request size bound, as plain ASGI middleware (a
-    BaseHTTPMiddleware would buffer streaming responses such as SSE through a memory stream).
+    """Bearer-token checks, the request size bound and empty query parameters, as plain ASGI
+    middleware (a BaseHTTPMiddleware would buffer streaming responses such as SSE through a
+    memory stream).
 
     Writes need LEDGER_HTTP_TOKEN when one is set; reads too with LEDGER_HTTP_TOKEN_FOR_READS.
     Health checks never do."""
@@ -86,6 +95,9 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        query = scope["query_string"]
+        if query and (cleaned := _without_empty_values(query)) != query:
+            scope = {**scope, "query_string": cleaned}
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         writes = scope["method"] not in {"GET", "HEAD", "OPTIONS"}
         guarded = self.token and scope["path"] not in {"/healthz", "/readyz"} and (writes or self.for_reads)

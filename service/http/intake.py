@@ -19,26 +19,34 @@ MAX_REQUEST_BYTES = MAX_BATCH * MAX_BODY_BYTES + 64 * 1024
 
 
 class HttpRejection(Exception):
-    """A request refused as a whole, with its HTTP status and the contract's error body."""
+    """A request refused as a whole, with its HTTP status and the contract's error body.
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    `field` is the field's name as the contract writes it (`connection.data`), whether the body
+    was one event or an array; for an element of an array, `index` says which (from 0)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, field: str | None = None, index: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.index = index
 
     def body(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message, "field": self.field}
+        answer: dict[str, Any] = {"error": self.code, "message": self.message, "field": self.field}
+        if self.index is not None:
+            answer["index"] = self.index
+        return answer
 
 
 _STATUS = {RejectCode.TOO_LARGE: 413, RejectCode.MALFORMED_JSON: 400}
 
 
-def _rejection(error: RejectedInput, where: str = "") -> HttpRejection:
-    field = f"{where}{error.field}" if where and error.field else (where.rstrip(".") or error.field)
-    prefix = f"{where.rstrip('.')}: " if where else ""
-    return HttpRejection(_STATUS.get(error.code, 422), error.code.value, prefix + error.message, field)
+def _rejection(error: RejectedInput, index: int | None = None) -> HttpRejection:
+    message = error.message if index is None else f"event [{index}]: {error.message}"
+    return HttpRejection(_STATUS.get(error.code, 422), error.code.value, message, error.field, index)
 
 
 def _one_body_size(raw: bytes) -> None:
@@ -64,19 +72,21 @@ def _parse(raw: bytes) -> Any:
         ) from None
 
 
-def _native(raw: bytes, document: Any, where: str) -> Event:
+def _native(raw: bytes, document: Any, index: int | None) -> Event:
     if isinstance(document, dict) and "type" not in document:
-        raise HttpRejection(
-            422,
-            RejectCode.INVALID_FIELD.value,
-            f"{where}type is required: connectionCreated or connectionDestroyed "
-            "(Vonage callbacks go to POST /v1/callbacks/vonage)",
-            f"{where}type",
+        raise _rejection(
+            RejectedInput(
+                RejectCode.INVALID_FIELD,
+                "type is required: connectionCreated or connectionDestroyed "
+                "(Vonage callbacks go to POST /v1/callbacks/vonage)",
+                "type",
+            ),
+            index,
         )
     try:
         event = decode(raw)
     except RejectedInput as error:
-        raise _rejection(error, where) from None
+        raise _rejection(error, index) from None
     assert isinstance(event, Event)  # a body with "type" is never a Vonage body
     return event
 
@@ -87,7 +97,7 @@ def events_from_body(raw: bytes) -> list[tuple[Event, bytes]]:
         _one_body_size(raw)  # not an array: one event, whatever else is wrong with it
     document = _parse(raw)
     if not isinstance(document, list):
-        return [(_native(raw, document, ""), raw)]
+        return [(_native(raw, document, None), raw)]
     if not document:
         raise HttpRejection(400, RejectCode.INVALID_FIELD.value, "the array is empty; send 1 to 1000 events")
     if len(document) > MAX_BATCH:
@@ -99,7 +109,7 @@ def events_from_body(raw: bytes) -> list[tuple[Event, bytes]]:
     out: list[tuple[Event, bytes]] = []
     for index, element in enumerate(document):
         element_raw = orjson.dumps(element)
-        out.append((_native(element_raw, element, f"[{index}]."), element_raw))
+        out.append((_native(element_raw, element, index), element_raw))
     return out
 
 

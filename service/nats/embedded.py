@@ -48,9 +48,13 @@ class EmbeddedNats:
         self.first_port = first_port
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.url_file = var_dir / "nats.url"
 
     async def start(self, timeout: float = 15.0) -> str:  # noqa: ASYNC109 - a deadline, not a cancel
         self.var_dir.mkdir(parents=True, exist_ok=True)
+        # A file left by an earlier run names a server that is gone (or another one): nobody
+        # may read it while this one starts.
+        self.url_file.unlink(missing_ok=True)
         port = _free_port(self.first_port)
         command = [
             str(find_binary()),
@@ -86,14 +90,21 @@ class EmbeddedNats:
                         f"nats-server did not accept connections on port {port}"
                     ) from None
                 await asyncio.sleep(0.05)
-        # Written once the server accepts connections, atomically, for tools and tests.
-        target = self.var_dir / "nats.url"
-        temporary = target.with_suffix(".url.tmp")
-        temporary.write_text(self.url + "\n")
-        os.replace(temporary, target)
         return self.url
 
+    def announce(self) -> None:
+        """Write the server's URL to `nats.url`, atomically, for tools and tests. The service
+        calls this once it takes events (its streams exist, its responders listen): a client
+        that waits for the file may publish at once. No trailing newline: the file holds the
+        URL and nothing else."""
+        temporary = self.url_file.with_suffix(".url.tmp")
+        temporary.write_text(self.url)
+        os.replace(temporary, self.url_file)
+
     async def stop(self) -> None:
+        # The URL is no longer served: a tool must not find it after we are gone.
+        if self.url_file.exists() and self.url_file.read_text() == self.url:
+            self.url_file.unlink(missing_ok=True)
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return

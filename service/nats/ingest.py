@@ -37,6 +37,8 @@ __all__ = ["Ingestor", "ensure_connections_stream"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# The header block's own framing (NATS/1.0 line, blank line) and the truncation header.
+HEADERS_ALLOWANCE = 128
 
 
 async def ensure_connections_stream(nc: Client, settings: Settings) -> None:
@@ -174,19 +176,30 @@ class Ingestor:
             await announce_head(self.nc, result.head)
         for outcome in result.outcomes:
             if isinstance(outcome, Rejected):
-                await self.nc.publish(
-                    f"ledger.rejected.{outcome.code.value}",
-                    outcome.raw,
-                    headers={
-                        "Ledger-Reject-Code": outcome.code.value,
-                        "Ledger-Reject-Message": _header_value(outcome.message),
-                        "Ledger-Subject": outcome.subject or "",
-                    },
-                )
+                await self._tell_rejected(outcome)
         # Committed: now, and only now, the messages may be acknowledged.
         await ack_all(self.nc, messages)
         self.batches += 1
         self.messages += len(messages)
+
+    async def _tell_rejected(self, outcome: Rejected) -> None:
+        """Publish a stored rejection on `ledger.rejected.<code>`, the original bytes as the body.
+
+        The stream takes a message up to the server's payload limit, and this one carries
+        headers besides: a body too near the limit would make the server close the connection,
+        and the batch would never be acknowledged (then redelivered, rejected again, forever).
+        Such a body is cut to fit and the cut is said in a header; it is stored whole."""
+        headers = {
+            "Ledger-Reject-Code": outcome.code.value,
+            "Ledger-Reject-Message": _header_value(outcome.message),
+            "Ledger-Subject": outcome.subject or "",
+        }
+        raw = outcome.raw
+        room = self.nc.max_payload - HEADERS_ALLOWANCE - sum(len(k) + len(v) + 4 for k, v in headers.items())
+        if len(raw) > room:
+            headers["Ledger-Raw-Truncated"] = str(len(raw))
+            raw = raw[: max(0, room)]
+        await self.nc.publish(f"ledger.rejected.{outcome.code.value}", raw, headers=headers)
 
     def stop(self) -> None:
         self.stopping.set()

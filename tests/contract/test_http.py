@@ -92,7 +92,10 @@ async def test_post_an_array_is_all_or_nothing(
     response = await client.post("/v1/events", json=bad)
     assert response.status_code == 422
     assert response.json()["error"] == "invalid_field"
-    assert response.json()["field"] == "[1].timestamp"
+    # The contract's field name, and which element broke it.
+    assert response.json()["field"] == "timestamp"
+    assert response.json()["index"] == 1
+    assert response.json()["message"].startswith("event [1]: ")
     assert len(publisher.published) == 3
     assert (await client.get("/v1/sessions/s1/count")).json()["count"] == 3
 
@@ -183,6 +186,10 @@ async def test_sessions_listing_pages(api: tuple[httpx.AsyncClient, Ledger, Dire
     assert (bad.status_code, bad.json()["field"]) == (422, "cursor")
     bad = await client.get("/v1/sessions", params={"limit": 0})
     assert (bad.status_code, bad.json()["field"]) == (422, "limit")
+    # Parameters sent empty, as a URL template leaves them, are the defaults.
+    blank = await client.get("/v1/sessions?active=true&limit=&cursor=")
+    assert blank.status_code == 200
+    assert len(blank.json()["sessions"]) == 4
 
 
 async def test_a_sessions_page_larger_than_the_most_is_cut_not_refused(
@@ -216,6 +223,9 @@ async def test_events_and_rejected_stream_ndjson(
     assert [r["code"] for r in rejected] == ["malformed_json"]
     assert base64.b64decode(rejected[0]["raw"]) == b"{broken"
     assert (await client.get("/v1/rejected", params={"after": rejected[0]["id"]})).text == ""
+    blank = await client.get("/v1/events?sessionId=&after=&limit=")
+    assert [orjson.loads(line)["position"] for line in blank.text.splitlines()] == [1, 2, 3, 4, 5, 6]
+    assert (await client.get("/v1/sessions/A/count?minPosition=")).json()["count"] == 3
     bad = await client.get("/v1/events", params={"after": "x"})
     assert (bad.status_code, bad.json()["field"]) == (422, "after")
     bad = await client.get("/v1/events", params={"sessionId": "a b"})

@@ -184,6 +184,19 @@ async def test_every_rejection_code_arrives_over_nats_and_is_kept_whole(
         assert [m.subject for m in seen] == [f"ledger.rejected.{code}" for code in expected]
         assert [m.data for m in seen[:-1]] == [raw for _, raw, _ in cases]
         assert all(m.headers and m.headers["Ledger-Reject-Message"] for m in seen)
+        # A message as large as the server takes: kept whole, told of with its body cut to fit
+        # beside the headers, and acknowledged (the next event is appended after it).
+        huge = b'{"pad": "' + b"y" * (nc.max_payload - 64) + b'"}'
+        await js.publish("connections.s1.connectionCreated", huge)
+        notice = await watcher.next_msg(timeout=15)
+        assert notice.subject == "ledger.rejected.too_large"
+        assert notice.headers is not None
+        assert notice.headers["Ledger-Raw-Truncated"] == str(len(huge))
+        assert huge.startswith(notice.data)
+        assert len(notice.data) > len(huge) // 2
+        await js.publish("connections.s1.connectionCreated", orjson.dumps({**good, "id": "g2"}))
+        assert await wait_for_head(nc, 2, timeout=30) == 2
+        expected.append("too_large")
     finally:
         await nc.close()
     listing = await asyncio.create_subprocess_exec(
@@ -197,8 +210,9 @@ async def test_every_rejection_code_arrives_over_nats_and_is_kept_whole(
     assert listing.returncode == 0
     stored = [orjson.loads(line) for line in output.splitlines()]
     assert [s["code"] for s in stored] == expected
-    assert [base64.b64decode(s["raw"]) for s in stored[:-1]] == [raw for _, raw, _ in cases]
-    assert [s["subject"] for s in stored[:-1]] == [subject for subject, _, _ in cases]
+    assert [base64.b64decode(s["raw"]) for s in stored[: len(cases)]] == [raw for _, raw, _ in cases]
+    assert [s["subject"] for s in stored[: len(cases)]] == [subject for subject, _, _ in cases]
+    assert base64.b64decode(stored[-1]["raw"]) == huge
 
 
 @pytest.mark.timeout(300)

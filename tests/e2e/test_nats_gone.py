@@ -1,0 +1,98 @@
+"""The service when its NATS server goes away: HTTP writes are refused at once with 503 (nothing
+of them accepted), and SIGTERM still drains and exits 0, also when the server got the same
+signal in the middle of an ingest."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+
+from service.nats.embedded import find_binary
+from service.traffic import generate
+from tests.e2e.conftest import Service, free_port, wait_for_port
+from tests.e2e.natsutil import publish_all, wait_for_head
+from tests.helpers import body
+
+
+class NatsProcess:
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [str(find_binary()), "-js", "-sd", str(folder / "js"), "-a", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[NatsProcess]:
+    server = NatsProcess(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _service(database_url: str, server: NatsProcess, tmp_path: Path, **extra: str) -> Service:
+    env = {"LEDGER_DATABASE_URL": database_url, "LEDGER_NATS_URL": server.url, "LEDGER_HOOKS": "", **extra}
+    return Service(env, tmp_path)
+
+
+@pytest.mark.timeout(120)
+async def test_http_writes_get_503_at_once_while_nats_is_gone(
+    database_url: str, own_nats: NatsProcess, tmp_path: Path
+) -> None:
+    service = _service(database_url, own_nats, tmp_path)
+    try:
+        async with httpx.AsyncClient(base_url=service.http_url, timeout=10) as client:
+            accepted = await client.post("/v1/events", json=body("before", session="s1"))
+            assert accepted.status_code == 202
+            own_nats.stop()
+            await asyncio.sleep(0.3)  # the client notices the closed socket
+            started = time.monotonic()
+            refused = await client.post("/v1/events", json=body("during", session="s1", connection="c2"))
+            assert refused.status_code == 503
+            assert refused.json()["error"] == "unavailable"
+            assert time.monotonic() - started < 2, "the sender is told at once, not after a timeout"
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["nats"] is False
+    finally:
+        started = time.monotonic()
+        assert service.stop(signal.SIGTERM) == 0, service.log.read_text()
+        assert time.monotonic() - started < 15, "a stop with NATS gone waits out no long timeout"
+
+
+@pytest.mark.timeout(180)
+async def test_sigterm_to_the_service_and_its_nats_server_together_exits_0(
+    database_url: str, own_nats: NatsProcess, tmp_path: Path
+) -> None:
+    # Small batches, so that the signal finds batches in hand, committing and relaying.
+    service = _service(database_url, own_nats, tmp_path, LEDGER_BATCH_SIZE="500")
+    lines = list(generate(20_000, seed=3, sessions=50))
+    nc = await nats.connect(own_nats.url)
+    try:
+        await publish_all(nc, lines)
+        assert await wait_for_head(nc, 1_000, timeout=60) >= 1_000
+    finally:
+        await nc.close()
+    # As a process manager stopping a group would: both at once.
+    own_nats.process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert service.stop(signal.SIGTERM) == 0, service.log.read_text()
+    assert time.monotonic() - started < 20, "drain took too long with NATS gone"

@@ -195,7 +195,8 @@ class Ingestor:
             "Ledger-Subject": outcome.subject or "",
         }
         raw = outcome.raw
-        room = self.nc.max_payload - HEADERS_ALLOWANCE - sum(len(k) + len(v) + 4 for k, v in headers.items())
+        framing = sum(len(k) + len(v.encode()) + 4 for k, v in headers.items())  # "k: v\r\n"
+        room = self.nc.max_payload - HEADERS_ALLOWANCE - framing
         if len(raw) > room:
             headers["Ledger-Raw-Truncated"] = str(len(raw))
             raw = raw[: max(0, room)]

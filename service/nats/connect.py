@@ -23,10 +23,6 @@ async def _on_error(error: Exception) -> None:
     log.warning("nats: %s: %s", type(error).__name__, error)
 
 
-async def _ignore(error: Exception) -> None:
-    """The probe's errors are raised to the caller, which reports them once."""
-
-
 async def _on_disconnected() -> None:
     log.info("nats: disconnected")
 
@@ -61,15 +57,26 @@ async def connect(settings: Settings, url: str, name: str = "connection-ledger")
                 str(settings.nats_tls_cert), str(settings.nats_tls_key) if settings.nats_tls_key else None
             )
         options["tls"] = context
+    # nats-py retries a failing first connect forever, so a wrong URL or credential would hang
+    # silently: probe first with reconnects off. (Its server pool drops a server only after
+    # more than max_reconnect_attempts failures, and never when that is 0 or less: 1 means
+    # two tries, the second after reconnect_time_wait.)
+    quiet = {k: v for k, v in options.items() if not k.endswith("_cb")}
+    failures: list[Exception] = []
+
+    async def remember(error: Exception) -> None:
+        failures.append(error)
+
     try:
-        # nats-py retries a failing first connect forever when reconnects are on, so a wrong
-        # URL or credential would hang silently: probe once without them, then connect.
-        quiet = {k: v for k, v in options.items() if not k.endswith("_cb")}
-        probe = await nats.connect(**quiet, allow_reconnect=False, error_cb=_ignore)
+        probe = await nats.connect(
+            **{**quiet, "max_reconnect_attempts": 1}, allow_reconnect=False, error_cb=remember
+        )
         await probe.close()
         return await nats.connect(**options)
     except (OSError, nats.errors.Error) as error:
+        # "No servers available" says less than why the last try failed.
+        cause = failures[-1] if failures else error
         raise ConfigurationError(
-            f"LEDGER_NATS_URL: cannot connect to {url} ({type(error).__name__}: {error}); check the "
+            f"LEDGER_NATS_URL: cannot connect to {url} ({type(cause).__name__}: {cause}); check the "
             "URL and LEDGER_NATS_USER/PASSWORD/TOKEN/CREDS/TLS_* settings"
         ) from error

@@ -1,12 +1,14 @@
 """The service when its NATS server goes away: HTTP writes are refused at once with 503 (nothing
 of them accepted), and SIGTERM still drains and exits 0, also when the server got the same
-signal in the middle of an ingest."""
+signal in the middle of an ingest. A server that is not there at all is a clear error at start."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,3 +101,22 @@ async def test_sigterm_to_the_service_and_its_nats_server_together_exits_0(
     started = time.monotonic()
     assert service.stop(signal.SIGTERM) == 0, service.log.read_text()
     assert time.monotonic() - started < 20, "drain took too long with NATS gone"
+
+
+def test_a_nats_server_that_is_not_there_is_a_clear_error_at_once(database_url: str, tmp_path: Path) -> None:
+    nowhere = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "connledger"), "serve"],
+        env={**os.environ, "LEDGER_NATS_URL": nowhere, "LEDGER_DATABASE_URL": database_url},
+        capture_output=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode != 0
+    stderr = result.stderr.decode()
+    assert f"LEDGER_NATS_URL: cannot connect to {nowhere}" in stderr
+    assert "Connection refused" in stderr
+    assert "Traceback" not in stderr
+    assert time.monotonic() - started < 20, "no endless retrying of the first connect"

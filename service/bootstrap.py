@@ -13,7 +13,7 @@ from service.hooks.runner import HookRunner
 from service.ledger.database import create_engine, ensure_schema
 from service.ledger.postgres import PostgresStore
 from service.ledger.sqlite import SqliteStore
-from service.ledger.store import LedgerStore, transient_errors
+from service.ledger.store import LedgerStore, database_setting_errors, transient_errors
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.projections.live_counts import LiveCounts
@@ -39,7 +39,7 @@ async def open_ledger(
     engine = create_engine(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         if run_migrations:
-            with transient_errors():
+            with database_setting_errors(), transient_errors():
                 await ensure_schema(engine)
         store: LedgerStore = SqliteStore(engine) if engine.dialect.name == "sqlite" else PostgresStore(engine)
         hooks = HookRunner(

@@ -21,12 +21,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.errors import TransientError
+from service.errors import ConfigurationError, TransientError
 from service.ledger.append import WriteUnit, append_batch
 from service.ledger.model import Candidate, ExistingEvent, Outcome, Rejection
 from service.ledger.records import RECORD_COLUMNS
 
-__all__ = ["READ_CHUNK", "LedgerStore", "now_ms", "transient_errors"]
+__all__ = ["READ_CHUNK", "LedgerStore", "database_setting_errors", "now_ms", "transient_errors"]
 
 READ_CHUNK = 5000
 # SQLSTATE classes that mean "try again": connection exception, insufficient resources,
@@ -57,6 +57,33 @@ def _is_transient(error: BaseException) -> bool:
         return True
     # asyncpg's InterfaceError / ConnectionDoesNotExistError have no SQLSTATE class of their own.
     return type(error).__name__ in {"ConnectionDoesNotExistError", "InterfaceError"}
+
+
+def _driver_error(error: BaseException) -> BaseException:
+    """The driver's own exception behind SQLAlchemy's wrappers (it has the SQLSTATE)."""
+    seen = error
+    while getattr(seen, "sqlstate", None) is None and (seen.__cause__ or getattr(seen, "orig", None)):
+        seen = seen.__cause__ or seen.orig  # type: ignore[attr-defined]
+    return seen
+
+
+@contextmanager
+def database_setting_errors() -> Iterator[None]:
+    """Turn "this database refuses who we are, or does not exist" into a ConfigurationError
+    that names LEDGER_DATABASE_URL: it will not pass by waiting, and it is the setting's
+    fault, not the service's (SQLSTATE classes 28, invalid authorization, and 3D, invalid
+    catalog name)."""
+    try:
+        yield
+    except sa_exc.DBAPIError as error:
+        cause = _driver_error(error)
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate[:2] in {"28", "3D"}:
+            raise ConfigurationError(
+                f"LEDGER_DATABASE_URL: the database refused the connection: {cause}; check the user, "
+                "password and database name in it (the database must exist)"
+            ) from error
+        raise
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy.engine import make_url
 
 from service.events import vonage_event_id
 
@@ -282,3 +283,23 @@ def test_import_does_not_run_the_hooks_again_for_a_duplicate_later_in_the_same_b
     hooked = log.read_text().split()
     assert len(set(hooked)) == 1_200
     assert hooked.count("e0") == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"database": "no_such_ledger_database"}, "does not exist"),
+        ({"username": "no_such_role"}, "no_such_role"),
+    ],
+)
+def test_a_postgresql_url_the_server_refuses_is_a_clear_error(
+    postgres_url: str, tmp_path: Path, change: dict[str, str], said: str
+) -> None:
+    url = make_url(postgres_url).set(drivername="postgresql+asyncpg", **change)
+    env = _environment(url.render_as_string(hide_password=False), tmp_path)
+    result = _connledger(env, tmp_path, "count", "x")
+    assert result.returncode == 2
+    stderr = result.stderr.decode()
+    assert "LEDGER_DATABASE_URL: the database refused the connection" in stderr
+    assert said in stderr
+    assert "Traceback" not in stderr

@@ -22,6 +22,7 @@ from service.cli.importer import (
 from service.cli.loop import run
 from service.cli.output import Output
 from service.errors import ConfigurationError, TransientError
+from service.events import is_session_id
 from service.ledger.records import rejected_to_dict
 from service.runtime import settle_for_bulk_work
 from service.settings import Settings, load_settings, settings_help
@@ -228,8 +229,17 @@ def import_(path: str, batch_size: int, as_json: bool) -> None:
     out.document(report.summary(), title=f"import {name}")
 
 
+def _session_id(_: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    """A session id as the contract allows it, else click's usage error naming the option."""
+    if value is not None and not is_session_id(value):
+        raise click.BadParameter(
+            f"{value!r}: a sessionId is 1 to 256 characters of A-Z a-z 0-9 - _ ~ = :", param=parameter
+        )
+    return value
+
+
 @cli.command()
-@click.argument("session_id", metavar="SESSION")
+@click.argument("session_id", metavar="SESSION", callback=_session_id)
 @json_option
 def count(session_id: str, as_json: bool) -> None:
     """A session's live connection count."""
@@ -268,7 +278,9 @@ def sessions(everything: bool, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--session", "session_id", metavar="ID", help="Only this session's records.")
+@click.option(
+    "--session", "session_id", metavar="ID", callback=_session_id, help="Only this session's records."
+)
 @click.option("--after", type=click.IntRange(min=0), default=0, help="Records after this position.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many records.")
 @json_option

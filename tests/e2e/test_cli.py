@@ -176,6 +176,10 @@ def test_import_and_every_command_on_the_imported_ledger(database_url: str, tmp_
 
     count = _ok(_connledger(env, tmp_path, "count", "S1"))
     assert orjson.loads(count.stdout) == {"sessionId": "S1", "count": 1, "position": 6}
+    for args in (["count", "S 1"], ["replay", "--session", "S/1"]):
+        refused = _connledger(env, tmp_path, *args)
+        assert refused.returncode == 2
+        assert "a sessionId is 1 to 256 characters" in refused.stderr.decode()
     active = _ndjson(_ok(_connledger(env, tmp_path, "sessions")).stdout)
     assert active == SESSIONS_ALL[:2]
     assert _ndjson(_ok(_connledger(env, tmp_path, "sessions", "--all")).stdout) == SESSIONS_ALL

@@ -73,9 +73,9 @@ def _session(session_id: str) -> None:
 def _without_empty_values(query: bytes) -> bytes:
     """The query string less its parameters that have no value: `?limit=&cursor=` is how a
     URL template or an HTML form says "not given", and it means the default, not a bad number."""
-    if b"=&" not in query and not query.endswith(b"=") and b"&&" not in query:
-        return query
-    return b"&".join(part for part in query.split(b"&") if part.partition(b"=")[2])
+    parts = query.split(b"&")
+    given = [part for part in parts if part.partition(b"=")[2]]
+    return query if len(given) == len(parts) else b"&".join(given)
 
 
 class Guard:

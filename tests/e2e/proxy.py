@@ -1,4 +1,6 @@
-"""A TCP proxy that can cut every connection and refuse new ones, to play a database outage."""
+"""A TCP proxy that can cut every connection and refuse new ones, to play a database outage.
+
+Its target is a TCP address or a Unix socket (an embedded PostgreSQL listens only on one)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ import threading
 
 
 class OutageProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, unix_socket: str | None = None) -> None:
         self.target = (target_host, target_port)
+        self.unix_socket = unix_socket
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: asyncio.Server | None = None
@@ -30,7 +33,10 @@ class OutageProxy:
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
-            server_reader, server_writer = await asyncio.open_connection(*self.target)
+            if self.unix_socket is not None:
+                server_reader, server_writer = await asyncio.open_unix_connection(self.unix_socket)
+            else:
+                server_reader, server_writer = await asyncio.open_connection(*self.target)
         except OSError:
             client_writer.close()
             return

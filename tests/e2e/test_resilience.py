@@ -13,7 +13,7 @@ from pathlib import Path
 import nats
 import orjson
 import pytest
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from service.events import Event, decode
 from service.traffic import generate
@@ -85,6 +85,14 @@ async def test_sigkill_in_the_middle_of_an_ingest_loses_and_duplicates_nothing(
         await nc.close()
 
 
+def _proxy_in_front_of(url: URL) -> OutageProxy:
+    socket_folder = url.query.get("host")
+    if isinstance(socket_folder, str) and socket_folder.startswith("/"):
+        # A Unix socket (the embedded server): <folder>/.s.PGSQL.<port>
+        return OutageProxy("", 0, unix_socket=f"{socket_folder}/.s.PGSQL.{url.port or 5432}")
+    return OutageProxy(url.host or "127.0.0.1", url.port or 5432)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 async def test_a_database_outage_loses_nothing_and_ingest_resumes_by_itself(
@@ -93,9 +101,11 @@ async def test_a_database_outage_loses_nothing_and_ingest_resumes_by_itself(
     parsed = make_url(database_url)
     if parsed.get_backend_name() != "postgresql":
         pytest.skip("an outage is played with a TCP proxy in front of PostgreSQL")
-    proxy = OutageProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
+    proxy = _proxy_in_front_of(parsed)
     port = proxy.start()
-    through_proxy = parsed.set(port=port).render_as_string(hide_password=False)
+    # The service reaches the proxy over TCP, whatever the proxy reaches the server by.
+    query = {k: v for k, v in parsed.query.items() if k != "host"}
+    through_proxy = parsed.set(host="127.0.0.1", port=port, query=query).render_as_string(hide_password=False)
     lines = list(generate(20_000, seed=22, sessions=100))
     events = events_of(lines)
     service = Service(

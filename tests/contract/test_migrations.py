@@ -151,3 +151,64 @@ async def test_upgrade_downgrade_upgrade_on_postgresql(fresh_postgres: str) -> N
         await _up_down_up(engine)
     finally:
         await engine.dispose()
+
+
+ID_COLUMNS = {
+    ("connection_ledger", "event_id"),
+    ("connection_ledger", "session_id"),
+    ("connection_ledger", "connection_id"),
+    ("ledger_sessions", "session_id"),
+    ("projection_connections", "session_id"),
+    ("projection_connections", "connection_id"),
+    ("projection_sessions", "session_id"),
+}
+
+
+async def _upgrade_from_0001_keeps_the_rows_and_orders_ids_as_bytes(engine: AsyncEngine) -> None:
+    await migrate(engine, "0001")
+    async with engine.begin() as connection:
+        await connection.execute(text(INSERT_ONE))
+        await connection.execute(
+            text("INSERT INTO projection_sessions (session_id, count) VALUES ('a', 1), ('B', 2)")
+        )
+    await migrate(engine)
+    await _assert_at_head_with_rows(engine)
+    async with engine.connect() as connection:
+        order = (
+            await connection.execute(text("SELECT session_id FROM projection_sessions ORDER BY session_id"))
+        ).all()
+    # Byte order: upper case before lower case, whatever the database's locale says.
+    assert [row[0] for row in order] == ["B", "a"]
+    if engine.dialect.name == "postgresql":
+        rows = await _scalars(
+            engine,
+            "SELECT table_name || '.' || column_name || '=' || coalesce(collation_name, '') "
+            "FROM information_schema.columns WHERE table_schema = 'public' "
+            "AND column_name IN ('event_id', 'session_id', 'connection_id')",
+        )
+        assert rows == {f"{table}.{column}=C" for table, column in ID_COLUMNS}
+
+
+async def _assert_at_head_with_rows(engine: AsyncEngine) -> None:
+    assert await current_revision(engine) == SCHEMA_REVISION
+    assert await _schema_differences(engine) == []
+    assert await _scalars(engine, "SELECT event_id FROM connection_ledger") == {"e1"}
+    with pytest.raises(Exception, match="append-only"):
+        async with engine.begin() as connection:
+            await connection.execute(text("DELETE FROM connection_ledger"))
+
+
+async def test_upgrade_from_0001_with_rows_on_sqlite(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    try:
+        await _upgrade_from_0001_keeps_the_rows_and_orders_ids_as_bytes(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrade_from_0001_with_rows_on_postgresql(fresh_postgres: str) -> None:
+    engine = create_engine(fresh_postgres)
+    try:
+        await _upgrade_from_0001_keeps_the_rows_and_orders_ids_as_bytes(engine)
+    finally:
+        await engine.dispose()

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.errors import ConfigurationError, TransientError
 from service.ledger.append import WriteUnit, append_batch
+from service.ledger.database import SCHEMA_REVISION
 from service.ledger.model import Candidate, ExistingEvent, Outcome, Rejection
 from service.ledger.records import RECORD_COLUMNS
 
@@ -72,7 +73,8 @@ def database_setting_errors() -> Iterator[None]:
     """Turn "this database refuses who we are, or does not exist" into a ConfigurationError
     that names LEDGER_DATABASE_URL: it will not pass by waiting, and it is the setting's
     fault, not the service's (SQLSTATE classes 28, invalid authorization, and 3D, invalid
-    catalog name)."""
+    catalog name). Around the schema check at start, 42501 (insufficient privilege) is a role
+    that may use the tables but not migrate them, on a schema older than this release's."""
     try:
         yield
     except sa_exc.DBAPIError as error:
@@ -82,6 +84,12 @@ def database_setting_errors() -> Iterator[None]:
             raise ConfigurationError(
                 f"LEDGER_DATABASE_URL: the database refused the connection: {cause}; check the user, "
                 "password and database name in it (the database must exist)"
+            ) from error
+        if sqlstate == "42501":
+            raise ConfigurationError(
+                f"LEDGER_DATABASE_URL: this role may not migrate the schema to revision {SCHEMA_REVISION} "
+                f"({cause}); run `connledger migrate` as the owner of the tables first, then start "
+                "the service again"
             ) from error
         raise
 

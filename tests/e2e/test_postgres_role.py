@@ -11,19 +11,20 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from service.bootstrap import open_ledger
-from service.ledger.database import create_engine, migrate
+from service.errors import ConfigurationError
+from service.ledger.database import create_engine, current_revision, migrate
 from service.settings import Settings, load_settings
 from tests.helpers import created, destroyed
 
 ROLES = Path(__file__).resolve().parents[2] / "deploy" / "postgres-roles.sql"
 
 
-async def _as_service_role(database_url: str, *grants: str) -> Settings:
-    """Migrate as the owner, apply the roles file and `grants`, and return the settings of a
-    ledger that connects as ledger_service."""
+async def _as_service_role(database_url: str, *grants: str, revision: str = "head") -> Settings:
+    """Migrate as the owner (to `revision`), apply the roles file and `grants`, and return the
+    settings of a ledger that connects as ledger_service."""
     owner = create_engine(database_url)
     try:
-        await migrate(owner)
+        await migrate(owner, revision)
     finally:
         await owner.dispose()
     dsn = make_url(database_url).set(drivername="postgresql")
@@ -59,6 +60,26 @@ async def test_the_service_role_appends_and_reads_but_cannot_change_the_ledger(f
                 async with ledger.store.engine.begin() as connection:
                     await connection.execute(text(statement))
         assert (await ledger.queries.count("s1"))["count"] == 1
+
+
+async def test_the_service_role_on_an_older_schema_is_told_to_migrate_as_the_owner(
+    fresh_postgres: str,
+) -> None:
+    settings = await _as_service_role(fresh_postgres, revision="0001")
+    with pytest.raises(
+        ConfigurationError, match=r"LEDGER_DATABASE_URL: .* may not migrate .*connledger migrate"
+    ):
+        async with open_ledger(settings):
+            pass
+    # Nothing was changed by the attempt: the owner can still migrate, and then the role starts.
+    owner = create_engine(fresh_postgres)
+    try:
+        assert await current_revision(owner) == "0001"
+        await migrate(owner)
+    finally:
+        await owner.dispose()
+    async with open_ledger(settings) as ledger:
+        assert (await ledger.pipeline.process([created("e1")])).tally()["appended"] == 1
 
 
 async def test_a_role_that_may_truncate_but_does_not_own_the_projection_rebuilds_it(

@@ -230,8 +230,9 @@ def _decode_vonage(body: dict[str, Any]) -> Event | Ignored:
     connection = _object(body.get("connection"), "connection")
     connection_id = _text(connection.get("id"), "connection.id", 256, required=True)
     creation_time = _epoch_ms(connection.get("createdAt"), "connection.createdAt")
-    data = _text(connection.get("data"), "connection.data", MAX_DATA_CHARS, required=False)
-    # Recorded as Vonage sent it (CONTRACT 1): no length of its own, only the body's 64 KiB.
+    # `data` and `reason` are recorded as Vonage sent them (CONTRACT 1): no length of their own,
+    # only the body's 64 KiB.
+    data = _text(connection.get("data"), "connection.data", MAX_BODY_BYTES, required=False)
     reason = _text(body.get("reason"), "reason", MAX_BODY_BYTES, required=False)
     assert connection_id is not None
     return Event(

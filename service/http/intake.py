@@ -73,6 +73,10 @@ def _parse(raw: bytes) -> Any:
 
 
 def _native(raw: bytes, document: Any, index: int | None) -> Event:
+    try:
+        check_body_size(raw)  # size before any field rule, as `decode` checks (an element's too)
+    except RejectedInput as error:
+        raise _rejection(error, index) from None
     if isinstance(document, dict) and "type" not in document:
         raise _rejection(
             RejectedInput(

@@ -113,6 +113,8 @@ async def test_post_an_array_is_all_or_nothing(
         # Size is checked first: a large body is too large, whatever else is wrong with it.
         (b'{"pad": "' + b"x" * 70_000 + b'"}', 413, "too_large", None),
         (b'{"pad": "' + b"x" * 70_000, 413, "too_large", None),
+        # An element of an array, too: size before its missing type.
+        (orjson.dumps([body("e1"), {"pad": "x" * 70_000}]), 413, "too_large", None),
         (orjson.dumps([body(f"e{i}", connection=f"c{i}") for i in range(1001)]), 413, "too_large", None),
         (b"3", 422, "invalid_field", None),
     ],

@@ -84,7 +84,7 @@ class Pipeline:
                 decoded = decode(incoming.raw, incoming.subject, self.subject_prefix)
             except RejectedInput as rejected:
                 prepared.rejections.append(
-                    Rejection(incoming, rejected.code, rejected.message, rejected.field)
+                    Rejection(incoming, rejected.code, rejected.message, rejected.field, slot)
                 )
                 prepared.outcomes[slot] = Rejected(
                     rejected.code, rejected.message, rejected.field, incoming.raw, incoming.subject
@@ -93,7 +93,7 @@ class Pipeline:
             if isinstance(decoded, Ignored):
                 prepared.outcomes[slot] = IgnoredInput(decoded.kind)
                 continue
-            prepared.candidates.append(Candidate(decoded, incoming))
+            prepared.candidates.append(Candidate(decoded, incoming, slot=slot))
             prepared.candidate_slots.append(slot)
 
         if self.hooks and prepared.candidates:

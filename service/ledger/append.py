@@ -151,6 +151,7 @@ def _conflict(candidate: Candidate, position: int) -> Rejection:
         f"id {candidate.event.id!r} is already in the ledger at position {position} with other "
         "content; an id names one event: publish a different event under a new id",
         "id",
+        candidate.slot,
     )
 
 
@@ -368,6 +369,9 @@ async def append_batch(
             )
         )
     stored_rejections = [*rejections, *fold.conflicts]
+    if rejections and fold.conflicts:
+        # Conflicts are found only now, under the lock: put them back in arrival order.
+        stored_rejections.sort(key=lambda r: r.slot)
     if stored_rejections:
         await unit.insert_rejections([rejection_row(r) for r in stored_rejections])
     return fold.outcomes, fold.position

@@ -44,6 +44,7 @@ class Candidate:
     event: Event
     incoming: Incoming
     decision: Decision = ALLOWED
+    slot: int = 0  # its message's place in the batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,8 @@ class Rejection:
     code: RejectCode
     message: str
     field: str | None = None
+    # Its message's place in the batch: a batch's rejections are stored in arrival order.
+    slot: int = 0
 
 
 @dataclass(slots=True)

@@ -132,6 +132,24 @@ async def test_the_same_id_with_other_content_is_a_conflict_stored_whole(ledger:
     assert (await ledger.queries.count("s1"))["count"] == 1
 
 
+async def test_a_batch_s_rejections_are_stored_in_arrival_order(ledger: Ledger) -> None:
+    """Conflicts are found under the writer lock, after the decode rejections: they are stored
+    in the order the messages came all the same."""
+    await ledger.pipeline.process([created("e1")])
+    batch = [
+        created("e1", data="other"),
+        incoming(b"{not json"),
+        created("e1", data="third"),
+        incoming(b"[1]"),
+    ]
+    await ledger.pipeline.process(batch)
+    stored = await rejections(ledger)
+    assert [s["code"] for s in stored] == ["conflict", "malformed_json", "conflict", "invalid_field"]
+    import base64
+
+    assert [base64.b64decode(s["raw"]) for s in stored] == [m.raw for m in batch]
+
+
 async def test_a_conflict_inside_one_batch(ledger: Ledger) -> None:
     result = await ledger.pipeline.process([created("e1"), created("e1", data="else")])
     assert isinstance(result.outcomes[0], Appended)

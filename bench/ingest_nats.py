@@ -38,9 +38,10 @@ database `bench_nats_<random>` that is dropped afterwards). For each backend:
 Diagnostics: for each measured window the CPU used by the service (its relay process included),
 its nats-server, PostgreSQL, this benchmark and every other process on the machine (a shared
 machine is noisy: the last figure says how much); --profile-dir records each service with
-py-spy (the serve process only). The benchmark's own clients run on uvloop. Progress goes to stderr,
-the summary table to stdout. Timestamps of different processes are compared on CLOCK_MONOTONIC
-(time.perf_counter on Linux). --repeat R runs every phase R times and prints medians.
+py-spy (the serve process and its relay child). The benchmark's own clients run on uvloop.
+Progress goes to stderr, the summary table to stdout. Timestamps of different processes are
+compared on CLOCK_MONOTONIC (time.perf_counter on Linux). --repeat R runs every phase R times
+and prints medians.
 """
 
 from __future__ import annotations
@@ -447,6 +448,7 @@ class Service:
                 "record",
                 "--pid",
                 str(self.process.pid),
+                "--subprocesses",
                 "--format",
                 "raw",
                 "--rate",
@@ -1222,7 +1224,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="LEDGER_X=VALUE",
-        help="a setting for each service started (repeatable), e.g. LEDGER_QUERIES_MODE=inline",
+        help="a setting for each service started (repeatable), e.g. LEDGER_RELAY_MODE=off",
     )
     args = parser.parse_args()
     for setting in args.service_setting:

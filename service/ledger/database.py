@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from service.errors import ConfigurationError
+from service.ledger.pool_liveness import ping_after_idle
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -74,14 +75,16 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
     # AUTOCOMMIT: SQLAlchemy issues no BEGIN of its own. The append path and the snapshot reads
     # begin their transactions explicitly; every other read is one statement, its own snapshot.
     # Without it, each checkout's liveness check was BEGIN, a ping and ROLLBACK, and each
-    # return another ROLLBACK: four round trips around every batch and every query.
-    return create_async_engine(
+    # return another ROLLBACK: four round trips around every batch and every query. A pooled
+    # connection is checked with a round trip only when it has been idle (pool_liveness.py).
+    engine = create_async_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         isolation_level="AUTOCOMMIT",
     )
+    ping_after_idle(engine)
+    return engine
 
 
 def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:

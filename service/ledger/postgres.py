@@ -17,10 +17,10 @@ events, so its cost is shared; readers never take it. An advisory lock rather th
 keeps plain SELECTs and the immutability of the table out of the question, and lets a service
 role with only SELECT and INSERT on the ledger append.
 
-Round trips: an append is five whatever its size. The pool's liveness check; BEGIN with the lock
-and the planner settings (one simple-protocol query); one statement reading everything the fold
-needs; one statement writing everything it produced (data-modifying CTEs, one per table, over
-rows sent as JSON); COMMIT. A batch's ledger rows and new connections, above a couple of hundred,
+Round trips: an append is four whatever its size (five when its pooled connection had been idle
+and is checked first, pool_liveness.py). BEGIN with the lock and the planner settings (one
+simple-protocol query); one statement reading everything the fold needs; one statement writing
+everything it produced (data-modifying CTEs, one per table, over rows sent as JSON); COMMIT. A batch's ledger rows and new connections, above a couple of hundred,
 go by COPY instead, which the server takes fastest; the ledger rows of a batch larger than one
 fold chunk, a chunk at a time while the fold goes on. At a steady 2,000 events/s, batches of a
 few dozen, that took the publish-to-ledger.records p99 from about 165 ms to about 60 ms.

@@ -1,69 +1,141 @@
-"""NATS authentication by setting: token and user/password; a wrong one is a clear error."""
+"""NATS authentication and TLS by setting: token, user and password, a credentials file (JWT
+and NKey seed), TLS with the server's CA, and mutual TLS. Ingest, the relay (a child process)
+and the responders all connect with them. A wrong secret is a clear error."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nats
+import orjson
 import pytest
 
 from service.nats.embedded import find_binary
 from tests.e2e.conftest import Service, free_port, wait_for_port
+from tests.e2e.nats_secrets import certificates, operator_setup
 from tests.e2e.natsutil import ask
+from tests.helpers import body
+
+
+@dataclass
+class Guarded:
+    """A nats-server that lets in only a client with the right secret, and how to pass it:
+    the service's settings and nats-py's options."""
+
+    url: str
+    settings: dict[str, str]
+    client: dict[str, Any]
+
+
+def _start(flags: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as output:
+        process = subprocess.Popen([str(find_binary()), *flags], stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port)
+    except TimeoutError:
+        process.kill()
+        process.wait(10)
+        raise AssertionError(f"nats-server {flags} did not start: {log.read_text()[-2000:]}") from None
+    return process
+
+
+def _guard(kind: str, folder: Path, port: int) -> tuple[list[str], Guarded]:
+    url = f"nats://127.0.0.1:{port}"
+    plain = ["-js", "-sd", str(folder / "js"), "-a", "127.0.0.1", "-p", str(port)]
+    if kind == "token":
+        token = {"LEDGER_NATS_TOKEN": "s3cret"}
+        return [*plain, "--auth", "s3cret"], Guarded(url, token, {"token": "s3cret"})
+    if kind == "user":
+        user = {"LEDGER_NATS_USER": "ledger", "LEDGER_NATS_PASSWORD": "pw"}
+        return [*plain, "--user", "ledger", "--pass", "pw"], Guarded(
+            url, user, {"user": "ledger", "password": "pw"}
+        )
+    if kind == "creds":
+        made = operator_setup(folder / "operator", port)
+        return ["-c", str(made.config)], Guarded(
+            url, {"LEDGER_NATS_CREDS": str(made.creds)}, {"user_credentials": str(made.creds)}
+        )
+    certs = certificates(folder / "tls")
+    flags = [*plain, "--tls", "--tlscert", str(certs.server_cert), "--tlskey", str(certs.server_key)]
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    settings = {"LEDGER_NATS_TLS_CA": str(certs.ca)}
+    if kind == "mtls":
+        flags += ["--tlsverify", "--tlscacert", str(certs.ca)]
+        context.load_cert_chain(str(certs.client_cert), str(certs.client_key))
+        settings["LEDGER_NATS_TLS_CERT"] = str(certs.client_cert)
+        settings["LEDGER_NATS_TLS_KEY"] = str(certs.client_key)
+    return flags, Guarded(url, settings, {"tls": context})
+
+
+async def _refuses_a_plain_client(url: str) -> bool:
+    """True when the server at `url` asks for TLS, or answers a CONNECT without credentials
+    with an error. (Spoken by hand: a nats-py connect that fails its TLS handshake leaves its
+    socket open.)"""
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        info = orjson.loads((await reader.readline()).split(b" ", 1)[1])
+        if info.get("tls_required"):
+            return True
+        writer.write(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
+        await writer.drain()
+        return (await asyncio.wait_for(reader.readline(), 10)).startswith(b"-ERR")
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
 
 @pytest.fixture
-def guarded_nats(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, list[str]]]:
+def guarded_nats(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Guarded]:
     port = free_port()
-    flags: list[str] = request.param
-    process = subprocess.Popen(
-        [str(find_binary()), "-js", "-sd", str(tmp_path / "js"), "-a", "127.0.0.1", "-p", str(port), *flags],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    flags, guarded = _guard(request.param, tmp_path / "nats", port)
+    process = _start(flags, port, tmp_path / "nats.log")
     try:
-        wait_for_port(port)
-        yield f"nats://127.0.0.1:{port}", flags
+        yield guarded
     finally:
         process.terminate()
         process.wait(10)
 
 
-@pytest.mark.parametrize(
-    ("guarded_nats", "settings", "client"),
-    [
-        (["--auth", "s3cret"], {"LEDGER_NATS_TOKEN": "s3cret"}, {"token": "s3cret"}),
-        (
-            ["--user", "ledger", "--pass", "pw"],
-            {"LEDGER_NATS_USER": "ledger", "LEDGER_NATS_PASSWORD": "pw"},
-            {"user": "ledger", "password": "pw"},
-        ),
-    ],
-    indirect=["guarded_nats"],
-)
-async def test_the_service_authenticates_with_its_settings(
-    guarded_nats: tuple[str, list[str]], settings: dict[str, str], client: dict[str, str], tmp_path: Path
+@pytest.mark.parametrize("guarded_nats", ["token", "user", "creds", "tls", "mtls"], indirect=True)
+async def test_the_service_connects_with_its_settings_and_ingests_relays_and_answers(
+    guarded_nats: Guarded, tmp_path: Path
 ) -> None:
-    url, _ = guarded_nats
+    assert await _refuses_a_plain_client(guarded_nats.url)  # the test's server really is guarded
     database = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
-    service = Service({"LEDGER_NATS_URL": url, "LEDGER_DATABASE_URL": database, **settings}, tmp_path)
+    env = {"LEDGER_NATS_URL": guarded_nats.url, "LEDGER_DATABASE_URL": database, **guarded_nats.settings}
+    service = Service(env, tmp_path)
     try:
-        nc = await nats.connect(url, **client)  # type: ignore[arg-type]
+        nc = await nats.connect(guarded_nats.url, **guarded_nats.client)
         try:
-            assert (await ask(nc, "ledger.sessions.s1.count"))["count"] == 0
+            js = nc.jetstream()
+            await js.publish("connections.s1.connectionCreated", orjson.dumps(body("e1")))
+            answer = await ask(nc, "ledger.sessions.s1.count", {"minPosition": 1})
+            assert (answer["count"], answer["position"]) == (1, 1)
+            # The relay, a child process, connected with the same settings.
+            deadline = time.monotonic() + 30
+            while (await js.stream_info("LEDGER")).state.messages < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            record = await js.get_last_msg("LEDGER", "ledger.records.s1.connectionCreated")
+            assert orjson.loads(record.data)["id"] == "e1"
         finally:
             await nc.close()
     finally:
-        assert service.stop() == 0
+        assert service.stop() == 0, service.log.read_text()
 
 
-@pytest.mark.parametrize("guarded_nats", [["--auth", "s3cret"]], indirect=True)
-def test_a_wrong_token_is_a_clear_error(guarded_nats: tuple[str, list[str]], tmp_path: Path) -> None:
-    url, _ = guarded_nats
+@pytest.mark.parametrize("guarded_nats", ["token"], indirect=True)
+def test_a_wrong_token_is_a_clear_error(guarded_nats: Guarded, tmp_path: Path) -> None:
+    url = guarded_nats.url
     result = subprocess.run(
         [str(Path(sys.executable).parent / "connledger"), "serve"],
         env={

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, FilePath, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import ConfigurationError
@@ -31,12 +31,14 @@ class Settings(BaseSettings):
     nats_user: str = Field("", description="NATS user name (with LEDGER_NATS_PASSWORD)")
     nats_password: str = Field("", description="NATS password")
     nats_token: str = Field("", description="NATS authentication token")
-    nats_creds: Path | None = Field(None, description="NATS credentials file (JWT and NKey seed)")
-    nats_tls_ca: Path | None = Field(
+    # Files, checked at start: nats-py reads a credentials file only when the server asks for
+    # a signature, so a wrong path would otherwise go unnoticed against a server without auth.
+    nats_creds: FilePath | None = Field(None, description="NATS credentials file (JWT and NKey seed)")
+    nats_tls_ca: FilePath | None = Field(
         None, description="CA certificate to verify the NATS server (enables TLS)"
     )
-    nats_tls_cert: Path | None = Field(None, description="Client certificate for NATS TLS")
-    nats_tls_key: Path | None = Field(None, description="Client key for NATS TLS")
+    nats_tls_cert: FilePath | None = Field(None, description="Client certificate for NATS TLS")
+    nats_tls_key: FilePath | None = Field(None, description="Client key for NATS TLS")
     nats_port: int = Field(4222, ge=1, le=65535, description="First port tried for the bundled nats-server")
     subject_prefix: str = Field(
         "connections",

@@ -20,9 +20,10 @@ role with only SELECT and INSERT on the ledger append.
 Round trips: an append is four whatever its size (five when its pooled connection had been idle
 and is checked first, pool_liveness.py). BEGIN with the lock and the planner settings (one
 simple-protocol query); one statement reading everything the fold needs; one statement writing
-everything it produced (data-modifying CTEs, one per table, over rows sent as JSON); COMMIT. A batch's ledger rows and new connections, above a couple of hundred,
-go by COPY instead, which the server takes fastest; the ledger rows of a batch larger than one
-fold chunk, a chunk at a time while the fold goes on. At a steady 2,000 events/s, batches of a
+everything it produced (data-modifying CTEs, one per table, over rows sent as JSON); COMMIT. A
+batch's ledger rows and new connections, above a couple of hundred, go by COPY instead, which
+the server takes fastest; the ledger rows of a batch larger than one fold chunk, a chunk at a
+time while the fold goes on. At a steady 2,000 events/s, batches of a
 few dozen, that took the publish-to-ledger.records p99 from about 165 ms to about 60 ms.
 
 Reading the ledger for `replay`, the server encodes the records (records.POSTGRES_RECORD_JSON)

@@ -31,6 +31,28 @@ async def _on_reconnected() -> None:
     log.info("nats: reconnected")
 
 
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(
+            cafile=str(settings.nats_tls_ca) if settings.nats_tls_ca else None
+        )
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigurationError(
+            f"LEDGER_NATS_TLS_CA: cannot read {settings.nats_tls_ca} as PEM certificates ({error})"
+        ) from None
+    if settings.nats_tls_cert is not None:
+        key = str(settings.nats_tls_key) if settings.nats_tls_key else None
+        try:
+            context.load_cert_chain(str(settings.nats_tls_cert), key)
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigurationError(
+                f"LEDGER_NATS_TLS_CERT / LEDGER_NATS_TLS_KEY: cannot load {settings.nats_tls_cert} "
+                f"with its key{f' {key}' if key else ''} ({error}); give a PEM certificate and its "
+                "private key (or one file holding both)"
+            ) from None
+    return context
+
+
 async def connect(settings: Settings, url: str, name: str = "connection-ledger") -> Client:
     options: dict[str, Any] = {
         "servers": [u.strip() for u in url.split(",") if u.strip()],
@@ -49,14 +71,7 @@ async def connect(settings: Settings, url: str, name: str = "connection-ledger")
     if settings.nats_creds is not None:
         options["user_credentials"] = str(settings.nats_creds)
     if settings.nats_tls_ca is not None or settings.nats_tls_cert is not None:
-        context = ssl.create_default_context(
-            cafile=str(settings.nats_tls_ca) if settings.nats_tls_ca else None
-        )
-        if settings.nats_tls_cert is not None:
-            context.load_cert_chain(
-                str(settings.nats_tls_cert), str(settings.nats_tls_key) if settings.nats_tls_key else None
-            )
-        options["tls"] = context
+        options["tls"] = _tls_context(settings)
     # nats-py retries a failing first connect forever, so a wrong URL or credential would hang
     # silently: probe first with reconnects off. (Its server pool drops a server only after
     # more than max_reconnect_attempts failures, and never when that is 0 or less: 1 means

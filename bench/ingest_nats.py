@@ -32,8 +32,11 @@ database `bench_nats_<random>` that is dropped afterwards). For each backend:
    record's recordedAt splits each delay into before the append began (waiting in the stream,
    fetch, decode, hooks) and after (append, commit, ack, relay).
 5. the count query under ingest: --query-rate requests/s of `ledger.sessions.<id>.count` for
-   --query-seconds (paced, concurrent), while the child publishes --latency-rate events/s. For
-   reference, first 200 requests one at a time and 3 s of the same paced load, both idle.
+   --query-seconds (paced, concurrent), while the child publishes --latency-rate events/s.
+   Baseline (c), in the other seconds of the same window and at the same rate: a bare nats-py
+   responder in a process of its own answering a constant, the floor that the client,
+   nats-server and the machine set for any responder. For reference, first 200 requests one at
+   a time and 3 s of the same paced load, both idle.
 
 Diagnostics: for each measured window the CPU used by the service (its relay process included),
 its nats-server, PostgreSQL, this benchmark and every other process on the machine (a shared
@@ -161,7 +164,9 @@ class CpuWindow:
         self.before = self.snapshot() if sys.platform == "linux" else {}
         self.started = now()
 
-    def stop(self, service: Service, server: NatsServer, database_url: str = "") -> Figures:
+    def stop(
+        self, service: Service, server: NatsServer, database_url: str = "", bench_pids: Sequence[int] = ()
+    ) -> Figures:
         if sys.platform != "linux":
             return {}
         seconds = now() - self.started
@@ -172,7 +177,7 @@ class CpuWindow:
             "cpu_postgres": 0.0,
             "cpu_other": 0.0,
         }
-        mine = {os.getpid(), *(p.pid for p in multiprocessing.active_children())}
+        mine = {os.getpid(), *(p.pid for p in multiprocessing.active_children()), *bench_pids}
         for pid, (tagged, used) in self.snapshot().items():
             spent = used - self.before.get(pid, (tagged, 0.0))[1]
             comm, _, parent = tagged.partition("\0")
@@ -884,6 +889,48 @@ async def phase_latency(ctx: Context, backend: Backend) -> Figures:
     }
 
 
+# Baseline (c) of phase 5: the least any NATS responder can do on this machine under the same
+# load. A process of its own that answers a constant of the count answer's size at once: what
+# its requests take is the client, nats-server and the machine, and none of the service.
+FLOOR_SUBJECT = "bench.floor.count"
+FLOOR_RESPONDER = """
+import asyncio, sys
+import nats, uvloop
+
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    answer = b'{"sessionId":"floor-session-0000","count":3,"position":123456}'
+
+    async def respond(message):
+        await message.respond(answer)
+
+    await nc.subscribe(sys.argv[2], cb=respond)
+    await nc.flush()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
+
+@contextlib.asynccontextmanager
+async def floor_responder(url: str) -> AsyncIterator[int]:
+    """Start the bare responder on `FLOOR_SUBJECT`; yields its pid once it is subscribed."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FLOOR_RESPONDER, url, FLOOR_SUBJECT, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"the bare responder did not start (it said {line!r})")
+        yield process.pid
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
 @dataclass
 class Burst:
     """Paced count requests: latencies of the answered ones, how many failed, and how late the
@@ -895,21 +942,27 @@ class Burst:
     rate: float
 
 
-async def request_burst(nc: Client, sessions: list[str], rate: float, seconds: float, begin: float) -> Burst:
-    total = int(rate * seconds)
+async def request_burst(
+    nc: Client, sessions: list[str], rate: float, seconds: float, begin: float, floor: Burst | None = None
+) -> Burst:
+    """`rate` count requests/s for `seconds`, each sent without waiting for the one before.
+    With `floor`, the window is twice as long, and in every other second the requests go to the
+    bare responder instead (recorded in `floor`): both at the same rate, interleaved in time,
+    so that both meet the same machine."""
+    total = int(rate * seconds * (2 if floor is not None else 1))
     burst = Burst([], 0, [], 0.0)
     last_answer = begin
 
-    async def one(session: str) -> None:
+    async def one(subject: str, into: Burst) -> None:
         nonlocal last_answer
         sent = now()
         try:
-            await nc.request(f"ledger.sessions.{session}.count", b"", timeout=2)
+            await nc.request(subject, b"", timeout=2)
         except REQUEST_ERRORS:
-            burst.failures += 1
+            into.failures += 1
             return
         last_answer = now()
-        burst.latencies.append(last_answer - sent)
+        into.latencies.append(last_answer - sent)
 
     tasks: set[asyncio.Task[None]] = set()
     await asyncio.sleep(max(0.0, begin - now()))
@@ -917,21 +970,33 @@ async def request_burst(nc: Client, sessions: list[str], rate: float, seconds: f
     while issued < total:
         due = min(total, int((now() - begin) * rate) + 1)
         while issued < due:
-            burst.lags.append(now() - (begin + issued / rate))
-            task = asyncio.create_task(one(sessions[(issued * 7919) % len(sessions)]))
+            into = floor if floor is not None and int(issued / rate) % 2 else burst
+            into.lags.append(now() - (begin + issued / rate))
+            subject = (
+                FLOOR_SUBJECT
+                if into is floor
+                else f"ledger.sessions.{sessions[(issued * 7919) % len(sessions)]}.count"
+            )
+            task = asyncio.create_task(one(subject, into))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             issued += 1
         await asyncio.sleep(0.001)
     if tasks:
         await asyncio.wait(tasks, timeout=10)
-    burst.rate = len(burst.latencies) / max(last_answer - begin, 1e-9)
+    if floor is None:
+        burst.rate = len(burst.latencies) / max(last_answer - begin, 1e-9)
+    else:
+        # Each had every other second of the window.
+        burst.rate = len(burst.latencies) / seconds
+        floor.rate = len(floor.latencies) / seconds
     return burst
 
 
 async def phase_query_load(ctx: Context, backend: Backend) -> Figures:
-    """Count requests at a steady rate while a child process publishes events; before that, the
-    same requests with no ingest, and one at a time, for reference."""
+    """Count requests at a steady rate while a child process publishes events, in alternate
+    seconds with the same requests to a bare responder (baseline (c)); before that, the same
+    requests with no ingest, and one at a time, for reference."""
     args, traffic = ctx.args, ctx.loaded
     folder = ctx.subfolder(f"serve-query-{backend.name}")
     ms = 1000.0
@@ -939,6 +1004,7 @@ async def phase_query_load(ctx: Context, backend: Backend) -> Figures:
         NatsServer(ctx.subfolder("nats")) as server,
         backend.fresh() as url,
         running_service(ctx, server.url, url, folder, "queries", backend.name) as service,
+        floor_responder(server.url) as floor_pid,
     ):
         nc = await nats.connect(server.url)
         try:
@@ -968,8 +1034,11 @@ async def phase_query_load(ctx: Context, backend: Backend) -> Figures:
             # Requests start one second into the ingest and end before it does.
             window = CpuWindow()
             window.start()
-            loaded = await request_burst(nc, names, args.query_rate, args.query_seconds, start_at + 1.0)
-            cpu = window.stop(service, server, url)
+            floor = Burst([], 0, [], 0.0)
+            loaded = await request_burst(
+                nc, names, args.query_rate, args.query_seconds, start_at + 1.0, floor
+            )
+            cpu = window.stop(service, server, url, [floor_pid])
             stamps = await asyncio.wait_for(publishing, len(traffic) / args.latency_rate + 60)
             _, head = await wait_for_head(nc, service, traffic.unique, 120)
         finally:
@@ -982,6 +1051,11 @@ async def phase_query_load(ctx: Context, backend: Backend) -> Figures:
         "rate": loaded.rate,
         "failures": loaded.failures,
         "lag_p99": percentile(loaded.lags, 99) * ms,
+        "floor_p50": percentile(floor.latencies, 50) * ms,
+        "floor_p90": percentile(floor.latencies, 90) * ms,
+        "floor_p99": percentile(floor.latencies, 99) * ms,
+        "floor_rate": floor.rate,
+        "floor_failures": floor.failures,
         "idle_p50": percentile(idle.latencies, 50) * ms,
         "idle_p99": percentile(idle.latencies, 99) * ms,
         "idle_rate": idle.rate,
@@ -1142,6 +1216,17 @@ def report(results: dict[str, dict[str, Figures]], ctx: Context, command: str) -
                 note=f"{queries['failures']:.0f} timed out (2 s); client send lag p99 "
                 f"{queries['lag_p99']:.1f} ms; publisher {queries['publish_rate']:,.0f} ev/s",
             )
+            excess = queries["p99"] - queries["floor_p99"]
+            times = queries["p99"] / queries["floor_p99"]
+            row(
+                backend,
+                "  (c) bare nats-py responder, same load",
+                f"p50 {queries['floor_p50']:.2f} / p90 {queries['floor_p90']:.2f} / "
+                f"p99 {queries['floor_p99']:.2f} ms",
+                "",
+                f"service - (c) at p99 {excess:+.2f} ms, service / (c) {times:.2f}; "
+                f"{queries['floor_rate']:,.0f} req/s answered, {queries['floor_failures']:.0f} timed out",
+            )
             if note := cpu_note(queries):
                 row(backend, "  during the requests", "", note=note)
             row(
@@ -1175,7 +1260,8 @@ async def amain(args: argparse.Namespace, folder: Path) -> tuple[dict[str, dict[
     say(f"generating {args.events:,} events (seed {args.seed}) ...")
     traffic = make_traffic(args.events, args.seed)
     paced = make_traffic(int(args.latency_rate * args.latency_seconds), args.seed + 1)
-    loaded = make_traffic(int(args.latency_rate * (args.query_seconds + 2)), args.seed + 2)
+    # Phase 5's window: the service's seconds and the bare responder's, one second in, and a spare.
+    loaded = make_traffic(int(args.latency_rate * (2 * args.query_seconds + 2)), args.seed + 2)
     say(f"  {len(traffic):,} events, {traffic.unique:,} unique")
     names = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     results: dict[str, dict[str, Figures]] = {}

@@ -34,7 +34,10 @@ __all__ = [
     "migration_connection",
 ]
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# The migrations ship inside the package (`service/migrations`, a link to the repository's
+# `migrations/` in a checkout, a folder in the wheel): found beside this code wherever it is
+# installed, never through the working directory.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 # The Alembic revision of the schema this code reads and writes: the newest in `migrations/`
 # (a test keeps the two equal). Every command checks for it with one query before it would load
 # Alembic, whose import alone takes most of a second: the start-up of `connledger count` or

@@ -71,16 +71,20 @@ class PullFeed:
 
     async def _on_message(self, message: Msg) -> None:
         headers = message.headers
-        status = headers.get(STATUS) if headers else None
-        if status is None:
+        # A delivery always carries its ack subject ($JS.ACK...) as the reply; a status message
+        # of the pull protocol (100 heartbeat, 404, 408, 409) never does. A producer's own
+        # headers, a `Status` among them, are its business and ride along with its delivery:
+        # telling them apart by the header would leave such an event unacknowledged forever.
+        if message.reply:
             self._buffer.append(message)
             self._arrived.set()
             self._owed -= 1
             if self._owed > 0:
                 return
-        elif status == HEARTBEAT:
-            return
         else:
+            status = headers.get(STATUS) if headers else None
+            if status == HEARTBEAT:
+                return
             # 408: the request expired; 409: it was cut short (leadership change, consumer
             # deleted or changed, too many waiting requests); 404: nothing to give. All end it.
             if status != "408":

@@ -167,3 +167,53 @@ async def test_under_a_backlog_the_hooks_run_once_for_an_event_delivered_twice(
     assert service.stop() == 0
     hooked = log.read_text().split()
     assert sorted(hooked) == sorted(ids), "each event's hooks ran once"
+
+
+# CONTRACT 1: a producer's headers never change what happens to its event, even those named as
+# the pull protocol's status messages. Each event here carries such a header; with the feed
+# taking them for status messages, none would be appended or acknowledged, and they would be
+# redelivered until they filled max_ack_pending and stopped ingest for everyone.
+@pytest.mark.timeout(120)
+async def test_a_producers_status_headers_never_swallow_its_event(
+    service_factory: type[Service], nats_url: str
+) -> None:
+    service = service_factory()
+    statuses = ["100", "408", "409", "404", "503"]
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for n, status in enumerate(statuses * 4):
+            headers = {"Status": status, "Description": "Idle Heartbeat" if status == "100" else "No Messages"}
+            body = {
+                "id": f"hdr-{n}",
+                "type": "connectionCreated",
+                "sessionId": "headers",
+                "timestamp": 1_732_700_000_000 + n,
+                "connection": {"connectionId": f"c{n}", "creationTime": 1_732_700_000_000},
+            }
+            await js.publish("connections.headers.connectionCreated", orjson.dumps(body), headers=headers)
+        # An event with no header of its own, after them: the pull is not cut off by them.
+        after = {
+            "id": "after",
+            "type": "connectionCreated",
+            "sessionId": "plain",
+            "timestamp": 1_732_700_000_000,
+            "connection": {"connectionId": "c", "creationTime": 1_732_700_000_000},
+        }
+        await js.publish("connections.plain.connectionCreated", orjson.dumps(after))
+        total = len(statuses) * 4 + 1
+        answer = await wait_until_head(nc, "headers", total)
+        assert answer == {"sessionId": "headers", "count": len(statuses) * 4, "position": total}
+        assert (await ask(nc, "ledger.sessions.plain.count"))["count"] == 1
+        records, _ = await replay(nc, {})
+        assert sorted(r["id"] for r in records) == sorted([f"hdr-{n}" for n in range(total - 1)] + ["after"])
+        info = await js.consumer_info("CONNECTIONS", "connection-ledger")
+        for _ in range(50):  # acks are applied a moment after they arrive
+            if not info.num_ack_pending and not info.num_pending:
+                break
+            await asyncio.sleep(0.1)
+            info = await js.consumer_info("CONNECTIONS", "connection-ledger")
+        assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
+    finally:
+        await nc.close()
+    assert service.stop() == 0

@@ -183,7 +183,8 @@ async def test_a_producers_status_headers_never_swallow_its_event(
     try:
         js = nc.jetstream()
         for n, status in enumerate(statuses * 4):
-            headers = {"Status": status, "Description": "Idle Heartbeat" if status == "100" else "No Messages"}
+            description = "Idle Heartbeat" if status == "100" else "No Messages"
+            headers = {"Status": status, "Description": description}
             body = {
                 "id": f"hdr-{n}",
                 "type": "connectionCreated",

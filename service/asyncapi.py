@@ -134,7 +134,8 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             "inbox in position order, then an empty message with header "
             "Ledger-Replay-End: <last position sent>. A refused request gets an error answer "
             "first; the end message of a refused or cut-short replay also has a header "
-            "Ledger-Replay-Error (invalid_field, unavailable).",
+            "Ledger-Replay-Error (invalid_field; busy past LEDGER_MAX_STREAMING_READERS; "
+            "unavailable; internal).",
             "messages": {
                 "request": _message(
                     "replayRequest",

@@ -19,8 +19,14 @@ from service.pipeline import Pipeline
 from service.projections.live_counts import LiveCounts
 from service.projections.queries import ProjectionQueries
 from service.settings import Settings
+from service.streaming_readers import StreamingReaders
 
 __all__ = ["Ledger", "follow_counts", "open_ledger"]
+
+# Connections of the readers' pool (and as many again under load). Each streaming reader holds
+# one only while it reads a page, so a few serve every reader in turn; a reader that waits for
+# one longer than the pool's timeout ends with a transient error, never an append.
+READER_POOL_SIZE = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,18 +36,26 @@ class Ledger:
     queries: ProjectionQueries
     pipeline: Pipeline
     metrics: Metrics
+    streaming: StreamingReaders
 
 
 @asynccontextmanager
 async def open_ledger(
     settings: Settings, *, run_migrations: bool = True, with_hooks: bool = True
 ) -> AsyncIterator[Ledger]:
-    engine = create_engine(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    url = settings.resolved_database_url
+    engine = create_engine(url, sqlite_synchronous=settings.sqlite_synchronous)
+    # Streamed history has a pool of its own (see LedgerStore): appends never wait behind it.
+    readers = create_engine(url, sqlite_synchronous=settings.sqlite_synchronous, pool_size=READER_POOL_SIZE)
     try:
         if run_migrations:
             with database_setting_errors(), transient_errors():
                 await ensure_schema(engine)
-        store: LedgerStore = SqliteStore(engine) if engine.dialect.name == "sqlite" else PostgresStore(engine)
+        store: LedgerStore = (
+            SqliteStore(engine, readers)
+            if engine.dialect.name == "sqlite"
+            else PostgresStore(engine, readers)
+        )
         hooks = HookRunner(
             load_hooks(settings.hook_names, settings) if with_hooks else [],
             timeout=settings.hook_timeout,
@@ -49,8 +63,10 @@ async def open_ledger(
         )
         metrics = Metrics()
         pipeline = Pipeline(store, hooks, settings.subject_prefix, metrics)
-        yield Ledger(settings, store, ProjectionQueries(engine), pipeline, metrics)
+        streaming = StreamingReaders(settings.max_streaming_readers, metrics)
+        yield Ledger(settings, store, ProjectionQueries(engine), pipeline, metrics, streaming)
     finally:
+        await readers.dispose()
         await engine.dispose()
 
 

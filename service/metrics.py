@@ -58,5 +58,15 @@ class Metrics:
             registry=r,
         )
 
+        self.streaming_readers = Gauge(
+            "ledger_streaming_readers", "Clients streaming history now (HTTP and NATS)", registry=r
+        )
+        self.streaming_refused = Counter(
+            "ledger_streaming_readers_refused_total",
+            "Streaming readers refused past LEDGER_MAX_STREAMING_READERS",
+            ["edge"],
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -65,7 +65,9 @@ async def serve(settings: Settings) -> int:
             # Queries get a connection of their own: on ingest's, a request would queue behind
             # the stream's deliveries in the reader and its answer behind the acks in the writer.
             queries_nc = await connect(settings, url, name="connection-ledger-queries")
-            responders = Responders(queries_nc, ledger.queries, ledger.store, settings, counts)
+            responders = Responders(
+                queries_nc, ledger.queries, ledger.store, settings, counts, ledger.streaming
+            )
             # Streams exist before anyone is told "ready": an early JetStream publish would
             # otherwise find no stream to take it.
             await ensure_connections_stream(nc, settings)

@@ -96,6 +96,19 @@ class Settings(BaseSettings):
         le=60,
         description="Seconds between the in-memory counts' looks for other instances' commits",
     )
+    max_streaming_readers: int = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description="Clients streaming history at once (GET /v1/events, /v1/rejected, SSE, NATS "
+        "ledger.replay); past it, 503 with Retry-After (HTTP) or a busy end marker (NATS)",
+    )
+    stream_stall_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds an HTTP streaming client (NDJSON, SSE) may take to accept the next "
+        "chunk before it is disconnected, freeing its place",
+    )
     min_position_wait: float = Field(
         5.0, ge=0, description="Seconds a query with minPosition waits for the ledger to catch up"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import orjson
@@ -48,3 +49,14 @@ def created(event_id: str, session: str = "s1", connection: str = "c1", **kw: An
 
 def destroyed(event_id: str, session: str = "s1", connection: str = "c1", **kw: Any) -> Incoming:
     return incoming(body(event_id, DESTROYED, session, connection, **kw))
+
+
+def stalled_http_reader(url: str, path: str) -> socket.socket:
+    """A client that asks `url` for `path` and then reads nothing, with a receive buffer as
+    small as the kernel allows: the server's sends soon wait on it."""
+    host, port = url.removeprefix("http://").split(":")
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect((host, int(port)))
+    reader.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    return reader

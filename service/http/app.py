@@ -4,8 +4,10 @@ pipeline's publisher, the queries and the store, and answers. Errors are JSON na
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +34,11 @@ from service.nats.publisher import EventPublisher
 from service.notify import CommitSignal
 from service.projections.live_counts import LiveCounts
 from service.settings import Settings
+from service.streaming_readers import RETRY_AFTER_SECONDS, StreamingReaders
 
 __all__ = ["HttpContext", "create_app"]
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 NDJSON = "application/x-ndjson"
@@ -117,9 +122,100 @@ class Guard:
         await self.app(scope, receive, send)
 
 
+class _Stalled(Exception):
+    """The client took longer than LEDGER_STREAM_STALL_TIMEOUT to accept a chunk."""
+
+
+class LimitedStream(StreamingResponse):
+    """A streamed answer that holds a place among the streaming readers (given back however
+    the stream ends) and drops a client that stops reading.
+
+    A client that does not read makes each send wait for its socket to drain; past the stall
+    timeout the stream ends, its place goes to the next reader, and the response is left
+    unfinished, so that the client can tell the answer was cut. A database that fails
+    mid-stream ends it the same way (a failure before the first byte is a 503)."""
+
+    def __init__(
+        self,
+        content: AsyncGenerator[bytes, None],
+        readers: StreamingReaders,
+        stall_timeout: float,
+        media_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self._readers = readers
+        self._stall_timeout = stall_timeout
+        self._content = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_in_time(message: Any) -> None:
+            try:
+                await asyncio.wait_for(send(message), self._stall_timeout)
+            except TimeoutError:
+                raise _Stalled from None
+
+        try:
+            await super().__call__(scope, receive, send_in_time)
+        except _Stalled:
+            log.info(
+                "%s: the client read nothing for %.0f s; its stream ends", scope["path"], self._stall_timeout
+            )
+        except TransientError as error:
+            log.warning("%s: stream cut short: %s", scope["path"], error)
+        finally:
+            self._readers.give_back()
+            await self._content.aclose()
+
+
+def _busy(readers: StreamingReaders) -> Response:
+    response = _error(503, "busy", readers.refusal(), None)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+async def _streamed(
+    readers: StreamingReaders,
+    stall_timeout: float,
+    edge: str,
+    content: Callable[[], AsyncGenerator[bytes, None]],
+    media_type: str,
+    headers: dict[str, str] | None = None,
+    *,
+    first_now: bool = True,
+) -> Response:
+    """`content` streamed to the client, within the cap on streaming readers. With `first_now`
+    its first chunk is read before the answer begins, so that a database that is unavailable
+    gets a clear 503 rather than a stream that stops at once."""
+    if not readers.try_take(edge):
+        return _busy(readers)
+    try:
+        stream = content()
+        if first_now:
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration:
+                first = b""
+            stream = _prepend(first, stream)
+    except BaseException:
+        readers.give_back()
+        raise
+    return LimitedStream(stream, readers, stall_timeout, media_type, headers)
+
+
+async def _prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    async with aclosing(rest):
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+
+
 def create_app(context: HttpContext) -> FastAPI:
     ledger = context.ledger
     settings = ledger.settings
+    readers = ledger.streaming
+    stall = settings.stream_stall_timeout
     app = FastAPI(
         title="Connection Ledger",
         version="1",
@@ -140,7 +236,9 @@ def create_app(context: HttpContext) -> FastAPI:
 
     @app.exception_handler(TransientError)
     async def _unavailable(_: Request, error: TransientError) -> Response:
-        return _error(503, "unavailable", str(error), None)
+        response = _error(503, "unavailable", str(error), None)
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> Response:
@@ -255,7 +353,7 @@ def create_app(context: HttpContext) -> FastAPI:
         if sessionId is not None:
             _session(sessionId)
 
-        async def lines() -> AsyncIterator[bytes]:
+        async def lines() -> AsyncGenerator[bytes, None]:
             # Encoded by the database, several ranges at once: the same lines as record_json
             # gives (the contract tests compare them), at the speed of `connledger replay`.
             async with aclosing(
@@ -264,16 +362,16 @@ def create_app(context: HttpContext) -> FastAPI:
                 async for chunk in chunks:
                     yield chunk
 
-        return StreamingResponse(lines(), media_type=NDJSON)
+        return await _streamed(readers, stall, "/v1/events", lines, NDJSON)
 
     @app.get("/v1/rejected", tags=["replay"], summary="Rejected messages in id order, NDJSON")
     async def get_rejected(after: int = Query(0, ge=0), limit: int | None = Query(None, ge=1)) -> Response:
-        async def lines() -> AsyncIterator[bytes]:
+        async def lines() -> AsyncGenerator[bytes, None]:
             async with aclosing(ledger.store.rejected(after=after, limit=limit)) as pages:
                 async for rows in pages:
                     yield b"".join(orjson.dumps(rejected_to_dict(row)) + b"\n" for row in rows)
 
-        return StreamingResponse(lines(), media_type=NDJSON)
+        return await _streamed(readers, stall, "/v1/rejected", lines, NDJSON)
 
     @app.get(
         "/v1/sessions/{session_id}/stream",
@@ -287,17 +385,25 @@ def create_app(context: HttpContext) -> FastAPI:
             raise HttpRejection(
                 422, "invalid_field", "Last-Event-ID must be a ledger position", "Last-Event-ID"
             )
-        stream = session_stream(
-            session_id,
-            ledger.queries,
-            ledger.store,
-            context.committed,
-            int(last) if last is not None else None,
-        )
-        return StreamingResponse(
+
+        def stream() -> AsyncGenerator[bytes, None]:
+            return session_stream(
+                session_id,
+                ledger.queries,
+                ledger.store,
+                context.committed,
+                int(last) if last is not None else None,
+            )
+
+        # The first chunk of a stream resumed at the head comes only with the next record.
+        return await _streamed(
+            readers,
+            stall,
+            "/v1/sessions/{id}/stream",
             stream,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            "text/event-stream",
+            {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            first_now=last is None,
         )
 
     @app.get("/healthz", tags=["operations"], summary="Alive")

@@ -12,7 +12,7 @@ Last-Event-ID gets the records after that position, with no snapshot.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 import orjson
@@ -40,7 +40,7 @@ async def session_stream(
     committed: CommitSignal,
     last_event_id: int | None,
     keepalive: float = KEEPALIVE_SECONDS,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     if last_event_id is None:
         snapshot = await queries.connections(session_id)
         position = int(snapshot["position"])

@@ -51,7 +51,17 @@ def dialect_of(engine: AsyncEngine) -> str:
     return engine.dialect.name
 
 
-def create_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 5) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    sqlite_synchronous: str = "FULL",
+    pool_size: int = 5,
+    max_overflow: int | None = None,
+    pool_timeout: float = 30.0,
+) -> AsyncEngine:
+    """An engine for `url` with `pool_size` connections kept (and `max_overflow` more under
+    load, as many again by default); a checkout waits `pool_timeout` seconds at most."""
+    overflow = pool_size if max_overflow is None else max_overflow
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -72,7 +82,9 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
+        engine = create_async_engine(
+            parsed, pool_size=pool_size, max_overflow=overflow, pool_timeout=pool_timeout
+        )
         _configure_sqlite(engine, sqlite_synchronous)
         return engine
     # AUTOCOMMIT: SQLAlchemy issues no BEGIN of its own. The append path and the snapshot reads
@@ -83,7 +95,8 @@ def create_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
     engine = create_async_engine(
         parsed,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=overflow,
+        pool_timeout=pool_timeout,
         isolation_level="AUTOCOMMIT",
     )
     ping_after_idle(engine)

@@ -32,11 +32,12 @@ and joins each range of them into one text, on two connections at once (store.re
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.ledger.append import (
     CHECKPOINT,
@@ -49,7 +50,7 @@ from service.ledger.append import (
 from service.ledger.model import ExistingEvent
 from service.ledger.records import POSTGRES_RECORD_JSON, REJECTED_COLUMNS
 from service.ledger.schema import LEDGER_COLUMNS
-from service.ledger.store import LedgerStore, keyset_pages, transient_errors
+from service.ledger.store import LedgerStore, transient_errors
 from service.projections.fold import ConnectionState
 from service.projections.rebuild import (
     REBUILD_CONNECTIONS_POSTGRES,
@@ -247,10 +248,10 @@ class PostgresStore(LedgerStore):
     record_json_sql = POSTGRES_RECORD_JSON
 
     @asynccontextmanager
-    async def _driver(self) -> AsyncIterator[Any]:
+    async def _driver_on(self, engine: AsyncEngine) -> AsyncIterator[Any]:
         """The asyncpg connection behind a pooled SQLAlchemy connection. Only the driver is
         used on it, so SQLAlchemy's own transaction bookkeeping stays idle."""
-        async with self.engine.connect() as connection:
+        async with engine.connect() as connection:
             raw = await connection.get_raw_connection()
             pg: Any = raw.driver_connection
             try:
@@ -329,35 +330,27 @@ class PostgresStore(LedgerStore):
                 await unit.set_checkpoint(CHECKPOINT, head)
                 return head
 
-    async def _ledger_pages(
-        self, columns: str, after: int, session_id: str | None, limit: int | None
-    ) -> AsyncGenerator[list[Any], None]:
-        """`columns` (position first) of ledger rows in position order, a page at a time."""
-        async with self._driver() as pg:
-
-            async def page(last: int, size: int) -> list[Any]:
-                if session_id is None:
-                    return list(
-                        await pg.fetch(
-                            f"SELECT {columns} FROM connection_ledger "
-                            "WHERE position > $1 ORDER BY position LIMIT $2",
-                            last,
-                            size,
-                        )
-                    )
-                # Within a session, sequence order is position order; this uses its index.
-                return list(
-                    await pg.fetch(
-                        f"SELECT {columns} FROM connection_ledger "
-                        "WHERE session_id = $1 AND position > $2 ORDER BY sequence LIMIT $3",
-                        session_id,
-                        last,
-                        size,
-                    )
+    async def _ledger_page(
+        self, pg: Any, columns: str, last: int, size: int, session_id: str | None
+    ) -> list[tuple[Any, ...]]:
+        if session_id is None:
+            return list(
+                await pg.fetch(
+                    f"SELECT {columns} FROM connection_ledger WHERE position > $1 ORDER BY position LIMIT $2",
+                    last,
+                    size,
                 )
-
-            async for rows in keyset_pages(page, after, limit):
-                yield rows
+            )
+        # Within a session, sequence order is position order; this uses its index.
+        return list(
+            await pg.fetch(
+                f"SELECT {columns} FROM connection_ledger "
+                "WHERE session_id = $1 AND position > $2 ORDER BY sequence LIMIT $3",
+                session_id,
+                last,
+                size,
+            )
+        )
 
     async def _line_range(self, pg: Any, low: int, high: int) -> bytes:
         lines: str | None = await pg.fetchval(_LINE_RANGE, low, high)
@@ -366,20 +359,11 @@ class PostgresStore(LedgerStore):
     async def _head_on(self, pg: Any) -> int:
         return await _PostgresUnit(pg).head()
 
-    async def rejected(
-        self, *, after: int = 0, limit: int | None = None
-    ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
-        async with self._driver() as pg:
-
-            async def page(last: int, size: int) -> list[tuple[Any, ...]]:
-                return list(
-                    await pg.fetch(
-                        f"SELECT {REJECTED_COLUMNS} FROM rejected_messages "
-                        "WHERE id > $1 ORDER BY id LIMIT $2",
-                        last,
-                        size,
-                    )
-                )
-
-            async for rows in keyset_pages(page, after, limit):
-                yield rows
+    async def _rejected_page(self, pg: Any, last: int, size: int) -> list[tuple[Any, ...]]:
+        return list(
+            await pg.fetch(
+                f"SELECT {REJECTED_COLUMNS} FROM rejected_messages WHERE id > $1 ORDER BY id LIMIT $2",
+                last,
+                size,
+            )
+        )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from itertools import chain
 from typing import Any, TypeVar
@@ -31,7 +31,7 @@ from service.ledger.append import (
 from service.ledger.model import ExistingEvent
 from service.ledger.records import REJECTED_COLUMNS, SQLITE_RECORD_JSON
 from service.ledger.schema import LEDGER_COLUMNS
-from service.ledger.store import LedgerStore, keyset_pages, transient_errors
+from service.ledger.store import LedgerStore, transient_errors
 from service.projections.fold import ConnectionState
 from service.projections.rebuild import REBUILD_CONNECTIONS_SQLITE, REBUILD_SESSIONS
 
@@ -262,14 +262,14 @@ class SqliteStore(LedgerStore):
     parallel_readers = 1
 
     @asynccontextmanager
-    async def _driver(self) -> AsyncIterator[Any]:
+    async def _driver_on(self, engine: AsyncEngine) -> AsyncIterator[Any]:
         """The aiosqlite connection behind a pooled SQLAlchemy connection."""
-        async with self.engine.connect() as connection:
+        async with engine.connect() as connection:
             raw = await connection.get_raw_connection()
             yield raw.driver_connection
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        super().__init__(engine)
+    def __init__(self, engine: AsyncEngine, readers: AsyncEngine | None = None) -> None:
+        super().__init__(engine, readers)
         # SQLite's own lock arbitrates between processes by retrying after sleeps of up to
         # 100 ms (the busy handler). Within this process, writers (ingest, the relay's
         # checkpoint, rebuild) queue here instead and start the moment the previous one commits.
@@ -322,28 +322,18 @@ class SqliteStore(LedgerStore):
                 await _SqliteUnit(db).set_checkpoint(CHECKPOINT, head)
                 return head
 
-    async def _ledger_pages(
-        self, columns: str, after: int, session_id: str | None, limit: int | None
-    ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
-        """`columns` (position first) of ledger rows in position order, a page at a time."""
-        async with self._driver() as db:
-
-            async def page(last: int, size: int) -> list[tuple[Any, ...]]:
-                if session_id is None:
-                    sql = (
-                        f"SELECT {columns} FROM connection_ledger "
-                        "WHERE position > ? ORDER BY position LIMIT ?"
-                    )
-                    return list(await db.execute_fetchall(sql, (last, size)))
-                # Within a session, sequence order is position order; this uses its index.
-                sql = (
-                    f"SELECT {columns} FROM connection_ledger "
-                    "WHERE session_id = ? AND position > ? ORDER BY sequence LIMIT ?"
-                )
-                return list(await db.execute_fetchall(sql, (session_id, last, size)))
-
-            async for rows in keyset_pages(page, after, limit):
-                yield rows
+    async def _ledger_page(
+        self, db: Any, columns: str, last: int, size: int, session_id: str | None
+    ) -> list[tuple[Any, ...]]:
+        if session_id is None:
+            sql = f"SELECT {columns} FROM connection_ledger WHERE position > ? ORDER BY position LIMIT ?"
+            return list(await db.execute_fetchall(sql, (last, size)))
+        # Within a session, sequence order is position order; this uses its index.
+        sql = (
+            f"SELECT {columns} FROM connection_ledger "
+            "WHERE session_id = ? AND position > ? ORDER BY sequence LIMIT ?"
+        )
+        return list(await db.execute_fetchall(sql, (session_id, last, size)))
 
     async def _line_range(self, db: Any, low: int, high: int) -> bytes:
         rows = await db.execute_fetchall(_LINE_RANGE, (low, high))
@@ -353,14 +343,6 @@ class SqliteStore(LedgerStore):
     async def _head_on(self, db: Any) -> int:
         return await _SqliteUnit(db).head()
 
-    async def rejected(
-        self, *, after: int = 0, limit: int | None = None
-    ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
-        async with self._driver() as db:
-
-            async def page(last: int, size: int) -> list[tuple[Any, ...]]:
-                sql = f"SELECT {REJECTED_COLUMNS} FROM rejected_messages WHERE id > ? ORDER BY id LIMIT ?"
-                return list(await db.execute_fetchall(sql, (last, size)))
-
-            async for rows in keyset_pages(page, after, limit):
-                yield rows
+    async def _rejected_page(self, db: Any, last: int, size: int) -> list[tuple[Any, ...]]:
+        sql = f"SELECT {REJECTED_COLUMNS} FROM rejected_messages WHERE id > ? ORDER BY id LIMIT ?"
+        return list(await db.execute_fetchall(sql, (last, size)))

@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncGenerator, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, contextmanager
+from contextlib import AbstractAsyncContextManager, aclosing, contextmanager
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -44,7 +44,9 @@ def now_ms() -> int:
 
 
 def _is_transient(error: BaseException) -> bool:
-    if isinstance(error, (OSError, TimeoutError, ConnectionError)):
+    # sa_exc.TimeoutError: no pooled connection came free in time (every one busy); it passes
+    # like an outage does, and must not end the service.
+    if isinstance(error, (OSError, TimeoutError, ConnectionError, sa_exc.TimeoutError)):
         return True
     if isinstance(error, sa_exc.DBAPIError):
         if error.connection_invalidated:
@@ -108,7 +110,13 @@ def transient_errors() -> Iterator[None]:
 
 
 class LedgerStore(ABC):
-    """The ledger on one database. Subclasses: SqliteStore, PostgresStore."""
+    """The ledger on one database. Subclasses: SqliteStore, PostgresStore.
+
+    Two pools: the engine's, for appends and short queries, and the readers', for the reads
+    that stream history to clients (`records`, `record_lines`, `rejected`). A streaming read
+    takes a connection for one page, hands it back, and only then gives the page to its client:
+    a client that reads slowly, or not at all, holds no connection while it waits, and however
+    many read at once, an append never waits for a connection behind them."""
 
     dialect: str
     # The SQL expression that encodes a ledger row as records.record_json does.
@@ -116,8 +124,9 @@ class LedgerStore(ABC):
     # Connections that read and encode record ranges at once (see record_lines).
     parallel_readers = 2
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, readers: AsyncEngine | None = None) -> None:
         self.engine = engine
+        self.readers = readers if readers is not None else engine
 
     @abstractmethod
     def write(self) -> AbstractAsyncContextManager[WriteUnit]:
@@ -132,10 +141,41 @@ class LedgerStore(ABC):
         """Drop the projections and rebuild them from the ledger; returns the head position."""
 
     @abstractmethod
-    def _ledger_pages(
+    def _driver_on(self, engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:
+        """A connection of the driver (aiosqlite, asyncpg) from `engine`'s pool."""
+
+    def _driver(self) -> AbstractAsyncContextManager[Any]:
+        """A driver connection from the engine's pool (appends, short queries)."""
+        return self._driver_on(self.engine)
+
+    def _reader(self) -> AbstractAsyncContextManager[Any]:
+        """A driver connection from the readers' pool (streamed history)."""
+        return self._driver_on(self.readers)
+
+    @abstractmethod
+    async def _ledger_page(
+        self, db: Any, columns: str, last: int, size: int, session_id: str | None
+    ) -> list[tuple[Any, ...]]:
+        """Up to `size` ledger rows (`columns`, position first) after position `last`, in
+        position order, of one session or all."""
+
+    @abstractmethod
+    async def _rejected_page(self, db: Any, last: int, size: int) -> list[tuple[Any, ...]]:
+        """Up to `size` rejected messages (records.REJECTED_COLUMNS) after id `last`, in id order."""
+
+    async def _ledger_pages(
         self, columns: str, after: int, session_id: str | None, limit: int | None
     ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
-        """`columns` (position first) of ledger rows in position order, keyset-paged."""
+        """`columns` (position first) of ledger rows in position order, keyset-paged; each page
+        on a reader connection taken for that page alone."""
+
+        async def page(last: int, size: int) -> list[tuple[Any, ...]]:
+            async with self._reader() as db:
+                return await self._ledger_page(db, columns, last, size, session_id)
+
+        with transient_errors():
+            async for rows in keyset_pages(page, after, limit):
+                yield rows
 
     async def records(
         self, *, after: int = 0, session_id: str | None = None, limit: int | None = None
@@ -154,9 +194,18 @@ class LedgerStore(ABC):
             async for rows in pages:
                 yield rows
 
-    @abstractmethod
-    def _driver(self) -> AbstractAsyncContextManager[Any]:
-        """A connection of the driver (aiosqlite, asyncpg) from the engine's pool."""
+    async def rejected(
+        self, *, after: int = 0, limit: int | None = None
+    ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+        """Rejected messages (records.REJECTED_COLUMNS) in id order, in chunks."""
+
+        async def page(last: int, size: int) -> list[tuple[Any, ...]]:
+            async with self._reader() as db:
+                return await self._rejected_page(db, last, size)
+
+        with transient_errors():
+            async for rows in keyset_pages(page, after, limit):
+                yield rows
 
     @abstractmethod
     async def _line_range(self, db: Any, low: int, high: int) -> bytes:
@@ -179,7 +228,8 @@ class LedgerStore(ABC):
         encoding, most of the work, then runs in several database processes. Records appended
         since, and a session's records, are read a page at a time after the last one sent."""
         if session_id is None:
-            head = await self._read_head()
+            with transient_errors():
+                head = await self._read_head()
             end = head if limit is None else min(head, after + limit)
             if end > after:
                 async with aclosing(self._dense_lines(after, end)) as chunks:
@@ -195,39 +245,38 @@ class LedgerStore(ABC):
                 yield "\n".join([row[1] for row in rows]).encode() + b"\n"
 
     async def _read_head(self) -> int:
-        async with self._driver() as db:
+        async with self._reader() as db:
             return await self._head_on(db)
 
     @abstractmethod
     async def _head_on(self, db: Any) -> int:
         """The ledger's head position, read on `db`."""
 
-    async def _dense_lines(self, after: int, end: int) -> AsyncGenerator[bytes, None]:
-        """NDJSON of positions after+1 .. end, READ_CHUNK at a time, read by `parallel_readers`
-        connections taking turns, and yielded in order."""
-        async with AsyncExitStack() as stack:
-            readers = [await stack.enter_async_context(self._driver()) for _ in range(self.parallel_readers)]
-            pending: deque[asyncio.Future[bytes]] = deque()
-            low, turn = after, 0
-            try:
-                while low < end or pending:
-                    # A reader gets its next range only after its previous one was taken.
-                    while low < end and len(pending) < len(readers):
-                        high = min(low + READ_CHUNK, end)
-                        reader = readers[turn % len(readers)]
-                        pending.append(asyncio.ensure_future(self._line_range(reader, low, high)))
-                        low, turn = high, turn + 1
-                    yield await pending.popleft()
-            finally:
-                for future in pending:
-                    future.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+    async def _read_line_range(self, low: int, high: int) -> bytes:
+        async with self._reader() as db:
+            return await self._line_range(db, low, high)
 
-    @abstractmethod
-    def rejected(
-        self, *, after: int = 0, limit: int | None = None
-    ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
-        """Rejected messages (records.REJECTED_COLUMNS) in id order, in chunks."""
+    async def _dense_lines(self, after: int, end: int) -> AsyncGenerator[bytes, None]:
+        """NDJSON of positions after+1 .. end, READ_CHUNK at a time, up to `parallel_readers`
+        ranges read at once, and yielded in order. Each range takes a reader connection while
+        it is read and returns it before its lines are handed over."""
+        pending: deque[asyncio.Future[bytes]] = deque()
+        low = after
+        try:
+            with transient_errors():
+                while low < end or pending:
+                    # A range is asked for only after one before it was taken: at most
+                    # `parallel_readers` ranges are held for a client that does not read.
+                    while low < end and len(pending) < self.parallel_readers:
+                        high = min(low + READ_CHUNK, end)
+                        pending.append(asyncio.ensure_future(self._read_line_range(low, high)))
+                        low = high
+                    chunk = await pending.popleft()
+                    yield chunk
+        finally:
+            for future in pending:
+                future.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def append(
         self, candidates: Sequence[Candidate], rejections: Sequence[Rejection] = ()

@@ -24,6 +24,7 @@ from service.ledger.store import LedgerStore
 from service.projections.live_counts import LiveCounts
 from service.projections.queries import ProjectionQueries
 from service.settings import Settings
+from service.streaming_readers import StreamingReaders
 
 __all__ = ["Responders"]
 
@@ -69,8 +70,10 @@ class Responders:
         store: LedgerStore,
         settings: Settings,
         counts: LiveCounts,
+        readers: StreamingReaders,
     ) -> None:
         self.nc = nc
+        self.readers = readers
         self.queries = queries
         self.store = store
         self.settings = settings
@@ -186,12 +189,20 @@ class Responders:
             if session_id is not None and (type(session_id) is not str or not is_session_id(session_id)):
                 raise BadRequest("sessionId must be a valid session id", "sessionId")
         except BadRequest as error:
-            await message.respond(
+            await self.nc.publish(
+                message.reply,
                 orjson.dumps(
                     {"error": RejectCode.INVALID_FIELD.value, "message": error.message, "field": error.field}
-                )
+                ),
             )
             await self._end_replay(message.reply, after, RejectCode.INVALID_FIELD.value)
+            return
+        if not self.readers.try_take("ledger.replay"):
+            await self.nc.publish(
+                message.reply,
+                orjson.dumps({"error": "busy", "message": self.readers.refusal(), "field": None}),
+            )
+            await self._end_replay(message.reply, after, "busy")
             return
         last = after
         failure: str | None = None
@@ -202,10 +213,22 @@ class Responders:
                         await self.nc.publish(message.reply, record_json(row))
                     last = rows[-1][0]
                     # Let the server take each chunk before the next: memory stays constant.
+                    # A requester that does not read is the server's to cut off (a slow
+                    # consumer); this waits only for the server, never for the requester.
                     await self.nc.flush()
         except TransientError as error:
             log.warning("replay cut short: %s", error)
             failure = "unavailable"
+        except nats.errors.Error as error:
+            # NATS itself is gone or refuses us: nobody would receive the end marker either.
+            log.warning("replay cut short by NATS: %s", error)
+            return
+        except Exception:
+            # Whatever went wrong, the requester is told the records stop here.
+            log.exception("replay failed")
+            failure = "internal"
+        finally:
+            self.readers.give_back()
         await self._end_replay(message.reply, last, failure)
 
     async def _end_replay(self, inbox: str, last: int, failure: str | None) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -18,11 +20,13 @@ import pytest
 from service.bootstrap import Ledger, follow_counts, open_ledger
 from service.http.app import HttpContext, create_app
 from service.http.server import HttpServer
+from service.ledger.database import create_engine
 from service.ledger.model import Incoming
 from service.ledger.records import record_json
 from service.notify import CommitSignal
+from service.projections.live_counts import LiveCounts
 from service.settings import Settings
-from tests.helpers import CREATED, DESTROYED, body
+from tests.helpers import CREATED, DESTROYED, body, stalled_http_reader
 
 
 class DirectPublisher:
@@ -504,3 +508,95 @@ async def test_sse_resumes_after_last_event_id_without_a_snapshot(
     assert [m["event"] for m in got] == ["connectionCreated", "connectionCreated"]
     assert [m["id"] for m in got] == ["4", "5"]
     assert not any(m["data"].get("snapshot") for m in got)
+
+
+async def _fill(publisher: DirectPublisher, events: int, session: str = "big") -> None:
+    for start in range(0, events, 5000):
+        await publisher.publish(
+            [
+                (
+                    f"connections.{session}.connectionCreated",
+                    orjson.dumps(native(f"{session}-{n}", session=session, connection=f"c{n}")),
+                )
+                for n in range(start, min(start + 5000, events))
+            ]
+        )
+
+
+@pytest.fixture
+def few_readers(settings: Settings) -> Settings:
+    return settings.model_copy(update={"max_streaming_readers": 2, "stream_stall_timeout": 1.5})
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/sessions/big/stream"])
+async def test_readers_who_stall_hold_back_neither_writes_nor_other_readers(
+    few_readers: Settings, path: str
+) -> None:
+    async with (
+        open_ledger(few_readers.model_copy(update={"http_port": 0})) as ledger,
+        follow_counts(ledger) as counts,
+    ):
+        committed = CommitSignal()
+        publisher = DirectPublisher(ledger, committed)
+        server = HttpServer(
+            create_app(HttpContext(ledger, committed, counts, publisher, _ready)), ledger.settings
+        )  # type: ignore[arg-type]
+        task = asyncio.create_task(server.run())
+        await server.started.wait()
+        stalled: list[socket.socket] = []
+        try:
+            await _fill(publisher, 30_000)
+            stalled = [stalled_http_reader(server.url, path) for _ in range(2)]
+            async with asyncio.timeout(10):
+                while ledger.streaming.active < 2:
+                    await asyncio.sleep(0.02)
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+                # Past the cap: refused at once, with a hint to come back, on every streaming route.
+                for refused_path in ("/v1/events", "/v1/rejected", "/v1/sessions/big/stream"):
+                    refused = await client.get(refused_path)
+                    assert refused.status_code == 503, refused_path
+                    assert refused.headers["Retry-After"] == "2"
+                    assert refused.json()["error"] == "busy"
+                    assert "LEDGER_MAX_STREAMING_READERS" in refused.json()["message"]
+                # Writes and queries go on meanwhile: no database connection is held by a stall.
+                await _fill(publisher, 2_000, session="other")
+                assert (await client.get("/v1/sessions/other/count")).json()["count"] == 2_000
+                assert (await client.get("/v1/sessions/other")).json()["count"] == 2_000
+                # The stalled clients are dropped after the stall timeout; their places come back.
+                async with asyncio.timeout(15):
+                    while ledger.streaming.active:
+                        await asyncio.sleep(0.05)
+                whole = await client.get("/v1/events")
+                assert whole.status_code == 200
+                assert len(whole.content.splitlines()) == 32_000
+        finally:
+            for reader in stalled:
+                reader.close()
+            server.stop()
+            await asyncio.wait_for(task, 10)
+        assert ledger.streaming.active == 0
+
+
+async def test_a_stream_that_cannot_get_a_database_connection_is_a_503(
+    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher], settings: Settings
+) -> None:
+    _, ledger, publisher = api
+    await _fill(publisher, 10)
+    readers = create_engine(settings.resolved_database_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    starved = dataclasses.replace(ledger, store=type(ledger.store)(ledger.store.engine, readers))
+    counts = LiveCounts(ledger.store.engine, poll_interval=1)
+    app = create_app(HttpContext(starved, CommitSignal(), counts, publisher, _ready))  # type: ignore[arg-type]
+    taken = await readers.connect()  # every reader connection is busy
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://l") as client:
+            for path in ("/v1/events", "/v1/rejected", "/v1/events?sessionId=big"):
+                answer = await client.get(path)
+                assert answer.status_code == 503, path
+                assert answer.json()["error"] == "unavailable"
+                assert answer.headers["Retry-After"] == "2"
+            assert starved.streaming.active == 0
+            await taken.close()
+            assert len((await client.get("/v1/events")).content.splitlines()) == 10
+    finally:
+        await taken.close()
+        await readers.dispose()

@@ -20,6 +20,7 @@ from service.errors import RejectCode, RejectedInput
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_POSITION",
     "NATIVE_REASONS",
     "Event",
     "EventType",
@@ -35,6 +36,8 @@ MAX_BODY_BYTES: Final = 64 * 1024
 MAX_DATA_CHARS: Final = 1000
 # Year 9999 in epoch milliseconds: larger numbers are not timestamps, and they must fit BIGINT.
 MAX_EPOCH_MS: Final = 253_402_300_799_999
+# The largest position (or sequence, or id) a query may name: the databases' 64-bit integer.
+MAX_POSITION: Final = 2**63 - 1
 
 # Characters that are safe both in one NATS subject token and in a URL path segment.
 _SESSION_RE: Final = re.compile(r"[A-Za-z0-9\-_~=:]{1,256}")

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP listen port")
     http_token: str = Field("", description="Bearer token required for HTTP writes (POST); empty: none")
     http_token_for_reads: bool = Field(False, description="Require LEDGER_HTTP_TOKEN for HTTP reads too")
+    http_allowed_hosts: str = Field(
+        "",
+        description="Host names HTTP answers to while LEDGER_HTTP_TOKEN is unset, comma-separated "
+        "(* for any); IP addresses, localhost and LEDGER_HTTP_HOST always are",
+    )
     hooks: str | None = Field(
         None,
         description="Comma-separated hooks by dotted path (pkg.mod:fn) or entry-point name; "

@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from service.errors import LedgerError, RejectCode, TransientError
-from service.events import is_session_id
+from service.events import MAX_POSITION, is_session_id
 from service.ledger.records import record_json
 from service.ledger.store import LedgerStore
 from service.projections.live_counts import LiveCounts
@@ -57,8 +57,8 @@ def _non_negative(options: dict[str, Any], name: str) -> int | None:
     value = options.get(name)
     if value is None:
         return None
-    if type(value) is not int or value < 0:
-        raise BadRequest(f"{name} must be a non-negative integer", name)
+    if type(value) is not int or not 0 <= value <= MAX_POSITION:
+        raise BadRequest(f"{name} must be an integer from 0 to {MAX_POSITION}", name)
     return value
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.events import is_session_id
 from service.ledger.append import CHECKPOINT
 from service.ledger.store import transient_errors
 
@@ -47,8 +48,8 @@ def decode_cursor(cursor: str | None) -> str:
         return ""
     padded = cursor + "=" * (-len(cursor) % 4)
     decoded = base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
-    if not decoded:
-        raise ValueError("an empty cursor")
+    if not is_session_id(decoded):
+        raise ValueError("a cursor names the session a page ends with")
     return decoded
 
 

@@ -43,6 +43,10 @@ class DirectPublisher:
         self.committed.ring()
 
 
+# Every write is JSON; the client says so whatever the test sends.
+JSON_BODY = {"Content-Type": "application/json"}
+
+
 async def _ready() -> dict[str, bool]:
     return {"nats": True, "database": True, "consumer": True}
 
@@ -54,7 +58,9 @@ async def api(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Ledg
         publisher = DirectPublisher(ledger, committed)
         app = create_app(HttpContext(ledger, committed, counts, publisher, _ready))  # type: ignore[arg-type]
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://ledger") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=JSON_BODY
+        ) as client:
             yield client, ledger, publisher
 
 
@@ -347,7 +353,9 @@ async def test_a_token_guards_writes_and_optionally_reads(settings: Settings) ->
         committed = CommitSignal()
         publisher = DirectPublisher(ledger, committed)
         app = create_app(HttpContext(ledger, committed, counts, publisher, _ready))  # type: ignore[arg-type]
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://l") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+        ) as client:
             denied = await client.post("/v1/events", json=native("e1"))
             assert denied.status_code == 401
             assert denied.json()["field"] == "Authorization"
@@ -588,7 +596,9 @@ async def test_a_stream_that_cannot_get_a_database_connection_is_a_503(
     app = create_app(HttpContext(starved, CommitSignal(), counts, publisher, _ready))  # type: ignore[arg-type]
     taken = await readers.connect()  # every reader connection is busy
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://l") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+        ) as client:
             for path in ("/v1/events", "/v1/rejected", "/v1/events?sessionId=big"):
                 answer = await client.get(path)
                 assert answer.status_code == 503, path
@@ -600,3 +610,180 @@ async def test_a_stream_that_cannot_get_a_database_connection_is_a_503(
     finally:
         await taken.close()
         await readers.dispose()
+
+
+async def asgi_request(
+    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: list[bytes] | None = None
+) -> tuple[int, dict[bytes, bytes], bytes, int]:
+    """One request straight into the ASGI app, with headers exactly as given (a client library
+    would refuse or fix the odd ones). Returns the status, headers, body, and how many body
+    chunks the app read."""
+    chunks = list(body or [])
+    taken = 0
+    path, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8080),
+    }
+
+    async def receive() -> dict[str, Any]:
+        nonlocal taken
+        if taken < len(chunks):
+            taken += 1
+            return {"type": "http.request", "body": chunks[taken - 1], "more_body": taken < len(chunks)}
+        if not chunks and taken == 0:
+            taken = -1
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    status = 0
+    answer_headers: dict[bytes, bytes] = {}
+    answer = b""
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status, answer_headers, answer
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            answer_headers = dict(message["headers"])
+        else:
+            answer += message.get("body", b"")
+
+    await app(scope, receive, send)
+    return status, answer_headers, answer, max(taken, 0)
+
+
+LOCAL = (b"host", b"127.0.0.1:8080")
+JSON = (b"content-type", b"application/json")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status", "field"),
+    [
+        ("GET", "/v1/sessions/S/stream", [LOCAL, (b"last-event-id", "²".encode())], 422, "Last-Event-ID"),
+        (
+            "GET",
+            "/v1/sessions/S/stream",
+            [LOCAL, (b"last-event-id", b"9223372036854775808")],
+            422,
+            "Last-Event-ID",
+        ),
+        ("POST", "/v1/events", [LOCAL, JSON, (b"content-length", "²".encode())], 400, "Content-Length"),
+        ("POST", "/v1/events", [LOCAL, JSON, (b"content-length", b"-1")], 400, "Content-Length"),
+        ("GET", "/v1/events?after=9223372036854775808", [LOCAL], 422, "after"),
+        ("GET", "/v1/events?limit=99999999999999999999", [LOCAL], 422, "limit"),
+        ("GET", "/v1/rejected?after=18446744073709551615", [LOCAL], 422, "after"),
+        ("GET", "/v1/sessions/S?minPosition=9223372036854775808", [LOCAL], 422, "minPosition"),
+        ("GET", "/v1/sessions/S/count?minPosition=9223372036854775808", [LOCAL], 422, "minPosition"),
+        ("GET", "/v1/sessions?cursor=AA", [LOCAL], 422, "cursor"),
+        ("GET", "/v1/sessions?cursor=%C3%A9", [LOCAL], 422, "cursor"),
+        ("POST", "/v1/events", [LOCAL, (b"content-type", b"text/plain")], 415, "Content-Type"),
+        ("POST", "/v1/events", [LOCAL], 415, "Content-Type"),
+        (
+            "POST",
+            "/v1/callbacks/vonage",
+            [LOCAL, (b"content-type", b"application/x-www-form-urlencoded")],
+            415,
+            "Content-Type",
+        ),
+        ("GET", "/v1/sessions/S/count", [(b"host", b"attacker.example")], 400, "Host"),
+        ("POST", "/v1/events", [(b"host", b"rebound.example:8080"), JSON], 400, "Host"),
+    ],
+)
+async def test_hostile_requests_get_a_4xx_naming_what_was_wrong(
+    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    status: int,
+    field: str,
+) -> None:
+    client, _, publisher = api
+    app = client._transport.app  # type: ignore[attr-defined]
+    body = [orjson.dumps(native("e1"))] if method == "POST" else None
+    got, _, answer, _ = await asgi_request(app, method, path, headers, body)
+    assert got == status, answer
+    assert orjson.loads(answer)["field"] == field
+    assert publisher.published == []
+
+
+@pytest.mark.parametrize(
+    "host", [b"127.0.0.1:8080", b"localhost", b"LOCALHOST:1", b"[::1]:8080", b"10.1.2.3", b"app.localhost"]
+)
+async def test_hosts_that_no_web_page_can_rebind_are_served(
+    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher], host: bytes
+) -> None:
+    client, _, _ = api
+    app = client._transport.app  # type: ignore[attr-defined]
+    got, _, answer, _ = await asgi_request(app, "GET", "/v1/sessions/S/count", [(b"host", host)])
+    assert got == 200, answer
+
+
+async def test_listed_hosts_and_a_token_lift_the_host_check(settings: Settings) -> None:
+    for extra in ({"http_allowed_hosts": "ledger.internal, other.example"}, {"http_token": "t0ken"}):
+        async with open_ledger(settings.model_copy(update=extra)) as ledger, follow_counts(ledger) as counts:
+            app = create_app(HttpContext(ledger, CommitSignal(), counts, None, _ready))  # type: ignore[arg-type]
+            headers = [(b"host", b"ledger.internal:8080"), (b"authorization", b"Bearer t0ken")]
+            got, _, answer, _ = await asgi_request(app, "GET", "/v1/sessions/S", headers)
+            assert got == 200, (extra, answer)
+            if "http_allowed_hosts" in extra:
+                got, _, _, _ = await asgi_request(app, "GET", "/v1/sessions/S", [(b"host", b"evil.example")])
+                assert got == 400
+
+
+async def test_a_chunked_body_is_refused_once_it_passes_the_bound_not_buffered_whole(
+    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+) -> None:
+    client, _, publisher = api
+    app = client._transport.app  # type: ignore[attr-defined]
+    chunk = b"[" + b" " * (1024 * 1024 - 1)
+    chunks = [chunk] + [b" " * (1024 * 1024)] * 199  # 200 MiB, with no Content-Length
+    got, _, answer, taken = await asgi_request(app, "POST", "/v1/events", [LOCAL, JSON], chunks)
+    assert got == 413, answer
+    assert orjson.loads(answer)["error"] == "too_large"
+    assert taken < 70, f"read {taken} MiB of a body past its bound"
+    assert publisher.published == []
+
+
+async def test_a_token_refuses_a_wrong_or_odd_token_on_every_guarded_route(settings: Settings) -> None:
+    guarded = settings.model_copy(update={"http_token": "t0ken", "http_token_for_reads": True})
+    async with open_ledger(guarded) as ledger, follow_counts(ledger) as counts:
+        publisher = DirectPublisher(ledger, CommitSignal())
+        app = create_app(HttpContext(ledger, CommitSignal(), counts, publisher, _ready))  # type: ignore[arg-type]
+        routes = [
+            ("POST", "/v1/events"),
+            ("POST", "/v1/callbacks/vonage"),
+            ("GET", "/v1/sessions/S"),
+            ("GET", "/v1/sessions/S/count"),
+            ("GET", "/v1/sessions"),
+            ("GET", "/v1/events"),
+            ("GET", "/v1/rejected"),
+            ("GET", "/v1/sessions/S/stream"),
+        ]
+        for token in (
+            b"Bearer wrong",
+            b"Bearer t0ken ",
+            b"t0ken",
+            "Bearer t0kén".encode(),
+            b"Bearer \xff\xfe",
+        ):
+            for method, path in routes:
+                body = [orjson.dumps(native("e1"))] if method == "POST" else None
+                headers = [LOCAL, JSON, (b"authorization", token)]
+                got, answer_headers, answer, _ = await asgi_request(app, method, path, headers, body)
+                assert got == 401, (token, path, answer)
+                assert orjson.loads(answer)["field"] == "Authorization"
+                assert answer_headers[b"www-authenticate"] == b"Bearer"
+        assert publisher.published == []
+        got, _, _, _ = await asgi_request(app, "GET", "/healthz", [LOCAL])
+        assert got == 200

@@ -111,3 +111,21 @@ async def test_a_whole_replay_ends_with_the_marker_alone(ledger: Ledger, setting
     await responders._replay(Request(b'{"after": 1}', "_INBOX.r"))  # type: ignore[arg-type]
     assert [orjson.loads(m.data)["position"] for m in nats.sent[:-1]] == [2, 3]
     assert nats.sent[-1].headers == {"Ledger-Replay-End": "3"}
+
+
+async def test_a_replay_past_the_largest_position_is_refused_naming_the_field(
+    ledger: Ledger, settings: Settings
+) -> None:
+    await ledger.pipeline.process([created("e1")])
+    nats = RecordingNats()
+    responders = Responders(nats, ledger.queries, ledger.store, settings, None, ledger.streaming)  # type: ignore[arg-type]
+    for body in (b'{"after": 18446744073709551615}', b'{"after": 9223372036854775808}', b'{"limit": 1e300}'):
+        nats.sent.clear()
+        await responders._replay(Request(body, "_INBOX.r"))  # type: ignore[arg-type]
+        refusal, end = nats.sent
+        answer = orjson.loads(refusal.data)
+        assert answer["error"] == "invalid_field"
+        assert answer["field"] in {"after", "limit"}
+        assert end.headers is not None
+        assert end.headers["Ledger-Replay-Error"] == "invalid_field"
+    assert ledger.streaming.active == 0

@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Publish-to-record latency from the moment `connledger serve` says "ready", measured from
+outside, against the same service's latency once it has run a while (the baseline, in the same
+run).
+
+    .venv/bin/python bench/ready_latency.py                          # both backends, 3 runs
+    .venv/bin/python bench/ready_latency.py --backend postgresql --repeat 5
+
+Each run starts a fresh nats-server and a fresh, unmigrated database, spawns `connledger serve`,
+and waits for its "ready" line on stdout. At that instant a child process starts publishing at
+--rate events/s (JetStream, paced) for --seconds; a core NATS subscription on
+`ledger.records.>` stamps each event's record. Printed per backend, medians over --repeat runs:
+
+- first record: from "ready" to the first record's arrival;
+- p50 / p99 / max of publish -> `ledger.records` for the events published in the first
+  --early seconds after "ready" (what a client that trusts "ready" gets);
+- the same for the events published after the first --early seconds (the steady state: the
+  baseline);
+- early p99 / steady p99: 1.0 means "ready" means ready.
+
+Also: the seconds from spawning the process to "ready". Progress on stderr, the table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import multiprocessing
+import os
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import nats
+import orjson
+from nats.aio.msg import Msg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest_nats import (
+    DEFAULT_PG,
+    Backend,
+    NatsServer,
+    PostgresBackend,
+    Service,
+    SqliteBackend,
+    make_traffic,
+    now,
+    paced_publish,
+    percentile,
+    run_loop,
+    say,
+    warm_up,
+)
+
+MS = 1000.0
+
+
+async def one_run(
+    args: argparse.Namespace, backend: Backend, folder: Path, pool: concurrent.futures.Executor, seed: int
+) -> dict[str, float]:
+    traffic = make_traffic(int(args.rate * args.seconds), seed)
+    (folder / "nats").mkdir(parents=True)
+    async with NatsServer(folder / "nats") as server, backend.fresh() as url:
+        listener = await nats.connect(server.url)
+        received: dict[str, float] = {}
+
+        async def on_record(message: Msg) -> None:
+            event_id = message.headers.get("Nats-Msg-Id") if message.headers else None
+            if event_id is not None and event_id not in received:
+                received[event_id] = now()
+
+        await listener.subscribe("ledger.records.>", cb=on_record, pending_msgs_limit=1_000_000)
+        await listener.flush()
+        service = Service(server.url, url, folder, "FULL")
+        service.env |= dict(setting.split("=", 1) for setting in args.service_setting)
+        try:
+            await service.start()
+            ready = service.ready
+            # From "ready" on, as a client that waited for it would.
+            publishing = asyncio.get_running_loop().run_in_executor(
+                pool, paced_publish, server.url, traffic.subjects, traffic.bodies, args.rate, ready
+            )
+            stamps = await asyncio.wait_for(publishing, args.seconds + 60)
+            deadline = now() + 30
+            while len(received) < traffic.unique and now() < deadline:
+                service.check()
+                await asyncio.sleep(0.1)
+        finally:
+            await listener.close()
+            code = await service.stop()
+            if code not in (0, None):
+                say(f"  warning: serve exited {code}:\n{service.tail()}")
+    early: list[float] = []
+    steady: list[float] = []
+    for index, event_id in enumerate(traffic.ids):
+        if not traffic.positions[index] or event_id not in received:
+            continue
+        delay = received[event_id] - stamps[index]
+        (early if stamps[index] - ready < args.early else steady).append(delay)
+    first = min(received.values(), default=float("nan")) - ready
+    return {
+        "start": ready - service.spawned,
+        "first": first * MS,
+        "early_p50": percentile(early, 50) * MS,
+        "early_p99": percentile(early, 99) * MS,
+        "early_max": max(early, default=float("nan")) * MS,
+        "steady_p50": percentile(steady, 50) * MS,
+        "steady_p99": percentile(steady, 99) * MS,
+        "steady_max": max(steady, default=float("nan")) * MS,
+        "missing": traffic.unique - len(early) - len(steady),
+    }
+
+
+async def amain(args: argparse.Namespace, folder: Path) -> dict[str, dict[str, float]]:
+    names = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    results: dict[str, dict[str, float]] = {}
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        await asyncio.get_running_loop().run_in_executor(pool, warm_up)
+        for name in names:
+            backend: Backend = SqliteBackend(folder) if name == "sqlite" else PostgresBackend(args.pg_url)
+            runs = []
+            for run in range(args.repeat):
+                figures = await one_run(args, backend, folder / f"{name}-{run}", pool, args.seed + run)
+                say(
+                    f"{name} run {run + 1}: "
+                    + orjson.dumps(figures, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+                )
+                runs.append(figures)
+            results[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    return results
+
+
+def report(results: dict[str, dict[str, float]], args: argparse.Namespace, command: str) -> None:
+    print(f"\n{command}")
+    print(
+        f'publish -> ledger.records at {args.rate:,.0f} events/s from "ready" on, medians of {args.repeat}\n'
+    )
+    names = list(results)
+    print("| figure | " + " | ".join(names) + " |")
+    print("| --- |" + " --- |" * len(names))
+    rows = [
+        ("spawn -> ready", "start", "{:.2f} s"),
+        ('"ready" -> first record', "first", "{:.0f} ms"),
+        (
+            f"first {args.early:g} s after ready, p50 / p99 / max",
+            ("early_p50", "early_p99", "early_max"),
+            None,
+        ),
+        (
+            f"after {args.early:g} s (baseline), p50 / p99 / max",
+            ("steady_p50", "steady_p99", "steady_max"),
+            None,
+        ),
+    ]
+    for label, key, form in rows:
+        if isinstance(key, tuple):
+            cells = [" / ".join(f"{results[n][k]:.1f}" for k in key) + " ms" for n in names]
+        else:
+            cells = [form.format(results[n][key]) for n in names]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    ratios = [f"{results[n]['early_p99'] / results[n]['steady_p99']:.2f}" for n in names]
+    print("| early p99 / baseline p99 | " + " | ".join(ratios) + " |")
+    missing = [f"{results[n]['missing']:.0f}" for n in names]
+    print("| records missing | " + " | ".join(missing) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--rate", type=float, default=2000, help="events/s")
+    parser.add_argument("--seconds", type=float, default=15, help="publishing time")
+    parser.add_argument("--early", type=float, default=2.0, help="seconds after ready counted as early")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--pg-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_PG))
+    parser.add_argument(
+        "--service-setting", action="append", default=[], metavar="LEDGER_X=VALUE", help="repeatable"
+    )
+    args = parser.parse_args()
+    command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
+    folder = Path(tempfile.mkdtemp(prefix="bench-ready-"))
+    try:
+        results = run_loop(amain(args, folder))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    report(results, args, command)
+
+
+if __name__ == "__main__":
+    main()

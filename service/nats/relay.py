@@ -6,7 +6,13 @@ to it, at most once every CHECKPOINT_SECONDS while records flow (and when the re
 crash republishes the records of the last few moments, which JetStream's duplicate window (two
 minutes by default) drops, and whose position and id identify them anyway. Only the instance holding the relay
 lease publishes; when it dies, the lease is freed and another takes over from the checkpoint.
-It wakes on this process's commits and polls for other instances' commits.
+The lease can also be lost under a live relay (on PostgreSQL, when the server or the network
+drops the lease's connection), and another instance then takes over while this one does not
+know it yet: so the relay makes sure the lease is still its own before each chunk it publishes,
+and stops publishing as soon as it is not, going back to waiting for the lease as the others
+do. The checkpoint only moves forward, whoever writes it (store.py): a write of the relay
+that lost the lease cannot take its successor's back. It wakes on this process's commits and
+polls for other instances' commits.
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ async def ensure_ledger_stream(nc: Client, settings: Settings) -> None:
         )
 
 
+class LeaseLost(Exception):
+    """The relay lease is no longer this instance's: another may be relaying now."""
+
+
 class Relay:
     def __init__(self, nc: Client, store: LedgerStore, settings: Settings, committed: CommitSignal) -> None:
         self.nc = nc
@@ -89,6 +99,11 @@ class Relay:
                     finally:
                         with contextlib.suppress(Exception):
                             await publisher.close()
+                except LeaseLost:
+                    log.warning(
+                        "relay lease lost (its database connection went away): stopped publishing, "
+                        "waiting for the lease again"
+                    )
                 except (TransientError, nats.errors.Error, TimeoutError, PublishFailed) as error:
                     log.warning("relay paused: %s", error)
                 except Exception:
@@ -110,6 +125,10 @@ class Relay:
                 last = rows[-1][0]
         if not messages:
             return False
+        # Checked right before publishing, chunk by chunk: a relay whose lease went away must
+        # not publish on beside the instance that took it over.
+        if not await self.lease.still_held():
+            raise LeaseLost
         await publisher.publish(messages, timeout=ACK_SECONDS)
         self.position = last
         self._save_soon()

@@ -10,8 +10,10 @@ The lease can also be lost under a live relay (on PostgreSQL, when the server or
 drops the lease's connection), and another instance then takes over while this one does not
 know it yet: so the relay makes sure the lease is still its own before each chunk it publishes,
 and stops publishing as soon as it is not, going back to waiting for the lease as the others
-do. The checkpoint only moves forward, whoever writes it (store.py): a write of the relay
-that lost the lease cannot take its successor's back. It wakes on this process's commits and
+do. Until it finds out, the two of them publish, and the stream still gets the records in
+order: each is stored only after the one before it (acked_publisher.py), whoever sent which.
+The checkpoint only moves forward, whoever writes it (store.py): a write of the relay that
+lost the lease cannot take its successor's back. It wakes on this process's commits and
 polls for other instances' commits.
 """
 

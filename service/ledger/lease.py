@@ -14,11 +14,11 @@ that the lock is on it (a pooler in between may hand the session to another back
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import os
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -31,10 +31,11 @@ __all__ = ["Lease"]
 # holder's work go on past the moment another instance took over.
 CHECK_SECONDS = 5.0
 # An advisory lock on one bigint key shows in pg_locks as classid (its high 32 bits), objid (its
-# low 32 bits) and objsubid 1.
-_STILL_OURS = text(
+# low 32 bits) and objsubid 1. Asked on the driver's connection itself (asyncpg): the relay asks
+# before every chunk, and through SQLAlchemy the question cost the client 2.7 times the CPU.
+_STILL_OURS = (
     "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
-    "AND granted AND classid = :high AND objid = :low AND objsubid = 1)"
+    "AND granted AND classid = $1 AND objid = $2 AND objsubid = 1)"
 )
 
 
@@ -48,6 +49,7 @@ class Lease:
         self.engine = engine
         self.key = key
         self._connection: AsyncConnection | None = None
+        self._driver: Any = None  # the asyncpg connection under _connection
         self._fd: int | None = None
 
     @property
@@ -61,10 +63,11 @@ class Lease:
             return True
         if self.engine.dialect.name == "postgresql":
             connection = await self.engine.connect()
+            driver = (await connection.get_raw_connection()).driver_connection
             got = await connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key})
             await connection.commit()
             if got:
-                self._connection = connection
+                self._connection, self._driver = connection, driver
                 return True
             await connection.close()
             return False
@@ -88,20 +91,18 @@ class Lease:
         connection = self._connection
         if connection is None:
             return False
-        high, low = _key_parts(self.key)
         try:
-            async with asyncio.timeout(CHECK_SECONDS):
-                ours = bool(await connection.scalar(_STILL_OURS, {"high": high, "low": low}))
-                await connection.commit()
+            high, low = _key_parts(self.key)
+            ours = bool(await self._driver.fetchval(_STILL_OURS, high, low, timeout=CHECK_SECONDS))
         except Exception:  # the connection is gone (or mute): so is the lock on it
             ours = False
         if not ours:
-            self._connection = None
+            self._connection = self._driver = None
             await _discard(connection)
         return ours
 
     async def release(self) -> None:
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._driver = self._connection, None, None
         if connection is not None:
             try:
                 await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})

@@ -51,6 +51,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 import orjson
 from nats.aio.client import Client
@@ -224,7 +225,13 @@ class AckedPublisher:
                 commands = []
                 for n in range(first, min(first + SLICE, len(messages))):
                     subject, payload, msg_id = messages[n]
-                    head = _head(msg_id, messages[n - 1][2] if n else first_after)
+                    # Formatted here rather than by `_head`: a call a message costs a tenth of
+                    # what the rest of this loop does.
+                    named = messages[n - 1][2] if n else first_after
+                    if named is None:
+                        head = _HEAD % msg_id.encode()
+                    else:
+                        head = _CHAINED_HEAD % (msg_id.encode(), named.encode())
                     to = b" %b%d" % (reply, n) if ack_each or n == last else b""
                     commands.append(
                         b"HPUB %b%b %d %d\r\n%b%b\r\n"
@@ -248,13 +255,15 @@ class AckedPublisher:
             self._subscription = None
 
 
+_HEAD = b"NATS/1.0\r\nNats-Msg-Id: %b\r\n\r\n"
+_CHAINED_HEAD = b"NATS/1.0\r\nNats-Msg-Id: %b\r\nNats-Expected-Last-Msg-Id: %b\r\n\r\n"
+
+
 def _head(msg_id: str, after: str | None) -> bytes:
+    """The headers of a message, naming `after` as the stream's last message, if given."""
     if after is None:
-        return b"NATS/1.0\r\nNats-Msg-Id: %b\r\n\r\n" % msg_id.encode()
-    return b"NATS/1.0\r\nNats-Msg-Id: %b\r\nNats-Expected-Last-Msg-Id: %b\r\n\r\n" % (
-        msg_id.encode(),
-        after.encode(),
-    )
+        return _HEAD % msg_id.encode()
+    return _CHAINED_HEAD % (msg_id.encode(), after.encode())
 
 
 def _size(messages: Sequence[tuple[str, bytes, str]], n: int, first_after: str) -> int:
@@ -265,6 +274,7 @@ def _size(messages: Sequence[tuple[str, bytes, str]], n: int, first_after: str) 
 
 
 _HEAD_OVERHEAD = len(_head("", ""))
+_PAYLOAD, _MSG_ID = itemgetter(1), itemgetter(2)
 
 
 def _first_too_large(
@@ -272,8 +282,8 @@ def _first_too_large(
 ) -> int | None:
     """The index of the first message larger than the server takes, if any."""
     # Batches are far below the limit: a pass over lengths, and headers built only past it.
-    largest = max(len(payload) for _, payload, _ in messages)
-    longest = max(len(first_after), *(len(msg_id) for _, _, msg_id in messages))
+    largest = max(map(len, map(_PAYLOAD, messages)))
+    longest = max(len(first_after), max(map(len, map(_MSG_ID, messages))))
     if largest + 2 * longest + _HEAD_OVERHEAD <= max_payload:
         return None
     return next((n for n in range(len(messages)) if _size(messages, n, first_after) > max_payload), None)

@@ -49,6 +49,12 @@ class Metrics:
             "ledger_relay_position", "Last position published to the LEDGER stream", registry=r
         )
         self.relay_lag = Gauge("ledger_relay_lag", "Head position minus relayed position", registry=r)
+        self.relay_refused = Gauge(
+            "ledger_relay_refused_position",
+            "Position of a record the LEDGER stream refused for good, which stopped this instance's "
+            "relay (0: none)",
+            registry=r,
+        )
         self.consumer_pending = Gauge(
             "ledger_consumer_pending", "Messages waiting in the CONNECTIONS consumer", registry=r
         )

@@ -60,8 +60,14 @@ async def serve(settings: Settings) -> int:
             ingestor = Ingestor(nc, ledger.pipeline, settings, committed)
             # The relay inline shares this process's CPU with ingest; as a child process it runs
             # on another core (relay_process.py).
-            relay = Relay(nc, ledger.store, settings, committed) if settings.relay_mode == "inline" else None
-            relay_process = RelayProcess(url) if settings.relay_mode == "process" else None
+            # A record the stream refuses for good stops the relay; the gauge says which.
+            refused = ledger.metrics.relay_refused
+            relay: Relay | None = None
+            relay_process: RelayProcess | None = None
+            if settings.relay_mode == "inline":
+                relay = Relay(nc, ledger.store, settings, committed, lambda at, _: refused.set(at))
+            elif settings.relay_mode == "process":
+                relay_process = RelayProcess(url, on_refused=refused.set)
             # Queries get a connection of their own: on ingest's, a request would queue behind
             # the stream's deliveries in the reader and its answer behind the acks in the writer.
             queries_nc = await connect(settings, url, name="connection-ledger-queries")

@@ -1,6 +1,7 @@
 """Named positions kept in the database beside the projection's own checkpoint: how far the
 relay has published, so that a restart resumes where it stopped. (Written by
-`LedgerStore.save_position`, which knows each database's writer discipline.)"""
+`LedgerStore.save_position`, which knows each database's writer discipline, and which never
+moves one backwards.)"""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ from service.ledger.append import (
 from service.ledger.model import ExistingEvent
 from service.ledger.records import REJECTED_COLUMNS, SQLITE_RECORD_JSON
 from service.ledger.schema import LEDGER_COLUMNS
-from service.ledger.store import LedgerStore, transient_errors
+from service.ledger.store import SAVE_POSITION_SQL, LedgerStore, transient_errors
 from service.projections.fold import ConnectionState
 from service.projections.rebuild import REBUILD_CONNECTIONS_SQLITE, REBUILD_SESSIONS
 
@@ -296,7 +296,10 @@ class SqliteStore(LedgerStore):
     async def save_position(self, name: str, position: int) -> None:
         with transient_errors():
             async with self._immediate() as db:
-                await _SqliteUnit(db).set_checkpoint(name, position)
+                # Not `set_checkpoint`, which writes the projection's checkpoint as it is: this
+                # one only moves forward (see SAVE_POSITION_SQL).
+                values = {"name": name, "position": position}
+                await _on_thread(db, lambda conn: conn.execute(SAVE_POSITION_SQL, values))
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[_SqliteUnit]:

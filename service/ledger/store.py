@@ -27,16 +27,33 @@ from service.ledger.database import SCHEMA_REVISION
 from service.ledger.model import Candidate, ExistingEvent, Outcome, Rejection
 from service.ledger.records import RECORD_COLUMNS
 
-__all__ = ["READ_CHUNK", "LedgerStore", "database_setting_errors", "now_ms", "transient_errors"]
+__all__ = [
+    "READ_CHUNK",
+    "SAVE_POSITION_SQL",
+    "LedgerStore",
+    "database_setting_errors",
+    "now_ms",
+    "transient_errors",
+]
 
 READ_CHUNK = 5000
 # SQLSTATE classes that mean "try again": connection exception, insufficient resources,
 # operator intervention (shutdown, cannot connect now), transaction rollback (deadlock).
 _TRANSIENT_SQLSTATE_CLASSES = {"08", "53", "57", "40"}
-_SAVE_POSITION = text(
+# A named position (the relay's checkpoint) only ever moves forward: a relay that lost its
+# lease without knowing yet, or a background write finishing late, may write a position below
+# the one its successor wrote, and a checkpoint moved back would have the next relay publish
+# again records that left JetStream's duplicate window long ago. The WHERE of the upsert keeps
+# the greater of the two (GREATEST(old, new), with no row rewritten when the new one is not
+# greater) in SQL that both PostgreSQL and SQLite run. The projection's checkpoint is not written
+# through here, and must not be: the append transaction and `rebuild` set it to exactly what the
+# projection tables hold, which after a rebuild may be less than before.
+SAVE_POSITION_SQL = (
     "INSERT INTO projection_checkpoints (name, position) VALUES (:name, :position) "
-    "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
+    "ON CONFLICT (name) DO UPDATE SET position = excluded.position "
+    "WHERE excluded.position > projection_checkpoints.position"
 )
+_SAVE_POSITION = text(SAVE_POSITION_SQL)
 
 
 def now_ms() -> int:
@@ -287,8 +304,9 @@ class LedgerStore(ABC):
                 return await append_batch(unit, candidates, rejections, now_ms())
 
     async def save_position(self, name: str, position: int) -> None:
-        """Write a named position (the relay's progress) in a short transaction of its own.
-        It takes no writer lock: it touches no ledger row, and no append reads it."""
+        """Write a named position (the relay's progress) in a short transaction of its own,
+        unless the one stored is already further (see SAVE_POSITION_SQL). It takes no writer
+        lock: it touches no ledger row, and no append reads it."""
         with transient_errors():
             async with self.engine.begin() as connection:
                 await connection.execute(_SAVE_POSITION, {"name": name, "position": position})

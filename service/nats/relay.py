@@ -6,6 +6,23 @@ to it, at most once every CHECKPOINT_SECONDS while records flow (and when the re
 crash republishes the records of the last few moments, which JetStream's duplicate window (two
 minutes by default) drops, and whose position and id identify them anyway. Only the instance holding the relay
 lease publishes; when it dies, the lease is freed and another takes over from the checkpoint.
+The lease can also be lost under a live relay (on PostgreSQL, when the server or the network
+drops the lease's connection), and another instance then takes over while this one does not
+know it yet: so the relay makes sure the lease is still its own before each chunk it publishes,
+and stops publishing as soon as it is not, going back to waiting for the lease as the others
+do. Until it finds out, the two of them publish, and the stream still gets the records in
+order: each is stored only after the one before it (acked_publisher.py), whoever sent which.
+The checkpoint only moves forward, whoever writes it (store.py): a write of the relay that
+lost the lease cannot take its successor's back.
+
+A record the stream refuses for good (larger than its max_msg_size, or than the NATS server
+takes) stops the relay: no record after it may be published before it, and publishing it
+again cannot help. The relay says so in an error naming the record's position and the reason,
+through `on_refused` (serve sets the ledger_relay_refused_position gauge with it), and waits
+until it is stopped, having let the lease go. Every other failure (the database or NATS
+unreachable, a timeout, no stream) pauses it for a while that grows with each failure in a row
+(RETRY_SECONDS), after which it starts again from the checkpoint.
+
 It wakes on this process's commits and polls for other instances' commits.
 """
 
@@ -14,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from contextlib import aclosing
 
 import nats.errors
@@ -39,6 +57,8 @@ CHUNK = 2000
 POLL_SECONDS = 0.5
 CHECKPOINT_SECONDS = 1.0
 ACK_SECONDS = 30.0
+# The pause after each failure in a row; the last one repeats.
+RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 async def ensure_ledger_stream(nc: Client, settings: Settings) -> None:
@@ -51,8 +71,28 @@ async def ensure_ledger_stream(nc: Client, settings: Settings) -> None:
         )
 
 
+class LeaseLost(Exception):
+    """The relay lease is no longer this instance's: another may be relaying now."""
+
+
+class RecordRefused(Exception):
+    """The stream refused a record for good: the relay cannot go past it."""
+
+    def __init__(self, position: int, reason: str) -> None:
+        super().__init__(f"record {position}: {reason}")
+        self.position = position
+        self.reason = reason
+
+
 class Relay:
-    def __init__(self, nc: Client, store: LedgerStore, settings: Settings, committed: CommitSignal) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        store: LedgerStore,
+        settings: Settings,
+        committed: CommitSignal,
+        on_refused: Callable[[int, str], None] | None = None,
+    ) -> None:
         self.nc = nc
         self.store = store
         self.settings = settings
@@ -63,11 +103,15 @@ class Relay:
         self._saved = 0
         self._saved_at = 0.0
         self._saving: asyncio.Task[None] | None = None
+        # Called with the position of a record the stream refused for good, and why.
+        self.on_refused = on_refused
+        self._failures = 0  # in a row: how long the next pause is
 
     async def run(self) -> None:
         await ensure_ledger_stream(self.nc, self.settings)
         try:
             while not self.stopping.is_set():
+                pause = 0.0
                 try:
                     with transient_errors():
                         acquired = await self.lease.try_acquire()
@@ -89,29 +133,83 @@ class Relay:
                     finally:
                         with contextlib.suppress(Exception):
                             await publisher.close()
+                except LeaseLost:
+                    log.warning(
+                        "relay lease lost (its database connection went away): stopped publishing, "
+                        "waiting for the lease again"
+                    )
+                except RecordRefused as refused:
+                    await self._stop_at(refused)
+                    return
                 except (TransientError, nats.errors.Error, TimeoutError, PublishFailed) as error:
-                    log.warning("relay paused: %s", error)
+                    pause = self._next_pause()
+                    log.warning("relay paused for %.0f s: %s", pause, error)
                 except Exception:
                     # The relay must not take ingest down with it: log, step back, start again
                     # from the checkpoint (what was published twice, JetStream deduplicates).
-                    log.exception("relay failed; restarting it from its checkpoint")
+                    pause = self._next_pause()
+                    log.exception("relay failed; restarting it from its checkpoint in %.0f s", pause)
                 await self.lease.release()
-                await self.committed.wait(1.0)
+                if pause:
+                    # Not woken by commits: under a steady ingest that would be no pause at all.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), pause)
+                else:
+                    await self.committed.wait(1.0)
         finally:
             await self.lease.release()
+
+    def _next_pause(self) -> float:
+        pause = RETRY_SECONDS[min(self._failures, len(RETRY_SECONDS) - 1)]
+        self._failures += 1
+        return pause
+
+    async def _stop_at(self, refused: RecordRefused) -> None:
+        """Stop relaying for good (until this relay is started again): the records before the
+        refused one are published and their checkpoint written, the lease let go (another
+        instance may be able to publish the record, through a NATS server that takes more),
+        and nothing more is tried."""
+        log.error(
+            "relay stopped: the stream %s refused the record at position %d for good (%s); no record "
+            "after it is published until it is taken (raise the stream's max_msg_size or the NATS "
+            "server's max_payload) and the relay is started again",
+            self.settings.ledger_stream,
+            refused.position,
+            refused.reason,
+        )
+        if self.on_refused is not None:
+            self.on_refused(refused.position, refused.reason)
+        await self._save_now()
+        await self.lease.release()
+        await self.stopping.wait()
 
     async def _publish_next(self, publisher: AckedPublisher) -> bool:
         """Publish the next chunk after the checkpoint; False when there was nothing new."""
         messages: list[tuple[str, bytes, str]] = []
-        last = self.position
+        positions: list[int] = []
         async with aclosing(self.store.relay_records(after=self.position, limit=CHUNK)) as pages:
             async for rows in pages:
                 messages.extend((f"ledger.records.{r[2]}.{r[3]}", r[4].encode(), r[1]) for r in rows)
-                last = rows[-1][0]
+                positions.extend(r[0] for r in rows)
         if not messages:
             return False
-        await publisher.publish(messages, timeout=ACK_SECONDS)
-        self.position = last
+        # Checked right before publishing, chunk by chunk: a relay whose lease went away must
+        # not publish on beside the instance that took it over.
+        if not await self.lease.still_held():
+            raise LeaseLost
+        try:
+            await publisher.publish(messages, timeout=ACK_SECONDS)
+        except PublishFailed as failed:
+            # The records before the one not stored are (and none after it): the checkpoint may
+            # move up to them.
+            if failed.stored:
+                self.position = positions[failed.stored - 1]
+                self._save_soon()
+            if failed.for_good:
+                raise RecordRefused(positions[failed.stored], failed.reason) from failed
+            raise
+        self.position = positions[-1]
+        self._failures = 0
         self._save_soon()
         return True
 

@@ -3,7 +3,10 @@ streams exist, started again with backoff should it exit on its own, and stopped
 
 The child gets the parent's settings through the environment, with the NATS URL the parent
 resolved (the bundled server's included), and a pipe as its standard input, which it watches
-(relay_runner.py). Its log lines go to the parent's standard error.
+(relay_runner.py). Its log lines go to the parent's standard error; its standard output tells
+the parent that it is ready, and the position of a record the stream refused for good, which
+stopped it: the child then stays up, idle, rather than exit and be started again to meet the
+same refusal.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 __all__ = ["RelayProcess"]
 
@@ -24,8 +28,10 @@ STOP_SECONDS = 35.0
 
 
 class RelayProcess:
-    def __init__(self, nats_url: str) -> None:
+    def __init__(self, nats_url: str, on_refused: Callable[[int], None] | None = None) -> None:
         self.env = {**os.environ, "LEDGER_NATS_URL": nats_url}
+        # Called with the position of a record the stream refused for good (relay.py).
+        self.on_refused = on_refused
         self.process: asyncio.subprocess.Process | None = None
         self.stopping = asyncio.Event()
         # Set once the first child says it is connected and relaying (or standing by for the
@@ -74,11 +80,13 @@ class RelayProcess:
         await self._terminate()
 
     async def _watch(self, process: asyncio.subprocess.Process) -> int:
-        """Wait for the child to exit, noting its "ready" line on the way."""
+        """Wait for the child to exit, noting its "ready" and "refused" lines on the way."""
         assert process.stdout is not None
         while line := await process.stdout.readline():
             if line.startswith(b"ready"):
                 self.started.set()
+            elif line.startswith(b"refused ") and self.on_refused is not None:
+                self.on_refused(int(line.split()[1].rstrip(b":")))
         return await process.wait()
 
     async def _terminate(self) -> None:

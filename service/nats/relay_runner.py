@@ -8,6 +8,9 @@ that have LEDGER_RELAY_MODE=off. Several may run: the lease lets one relay at a 
 It wakes on `ledger.head` announcements and polls besides. Started by `serve`, it watches its
 standard input, a pipe from the parent: when the parent goes away, even by SIGKILL, the pipe
 closes and the relay stops cleanly instead of living on as an orphan holding the lease.
+
+Its standard output says "ready: ..." once it runs, and "refused <position>: ..." when the
+stream refused a record for good, which stopped it (relay.py): `serve` reads both.
 """
 
 from __future__ import annotations
@@ -66,7 +69,17 @@ async def run_relay(settings: Settings, *, watch_stdin: bool = False) -> int:
     async with open_ledger(settings, run_migrations=False, with_hooks=False) as ledger:
         nc = await connect(settings, settings.nats_url, name="connection-ledger-relay")
         committed = CommitSignal()
-        relay = Relay(nc, ledger.store, settings, committed)
+        relay = Relay(
+            nc,
+            ledger.store,
+            settings,
+            committed,
+            on_refused=lambda position, reason: print(
+                f"refused {position}: the relay stopped; the stream {settings.ledger_stream} refused that "
+                f"record for good ({reason})",
+                flush=True,
+            ),
+        )
         await follow_heads(nc, lambda _position: committed.ring())
         await ensure_ledger_stream(nc, settings)
         running = asyncio.create_task(relay.run(), name="relay")

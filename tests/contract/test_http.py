@@ -438,6 +438,7 @@ async def test_sse_hands_off_from_snapshot_to_live_with_no_gap_and_no_duplicate(
 
     writer = asyncio.create_task(append_while_streaming())
     live: set[str] = set()
+    tombstones: set[str] = set()
     positions: list[int] = []
     snapshot_position = -1
     async with (
@@ -470,12 +471,16 @@ async def test_sse_hands_off_from_snapshot_to_live_with_no_gap_and_no_duplicate(
                 assert int(message["id"]) == data["position"] > snapshot_position >= 0
                 assert message["event"] == data["type"]
                 positions.append(data["position"])
-                if data["count"] != len(live):
-                    if data["type"] == "connectionCreated":
-                        live.add(data["connection"]["connectionId"])
-                    else:
-                        live.discard(data["connection"]["connectionId"])
-                assert data["count"] == len(live)
+                # Fold the record into the view built from the snapshot, as a client does
+                # (CONTRACT 2.5), and hold the record's own count to it.
+                connection = data["connection"]["connectionId"]
+                if not data["defaultPrevented"]:
+                    if data["type"] == "connectionDestroyed":
+                        live.discard(connection)
+                        tombstones.add(connection)
+                    elif connection not in tombstones:
+                        live.add(connection)
+                assert data["count"] == len(live), data
     await writer
     # Every position of the session after the snapshot, exactly once, and the view is the projection.
     expected = [p for p in await session_positions(ledger, "S") if p > snapshot_position]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from contextlib import aclosing
 from typing import Any
 
@@ -13,6 +12,7 @@ from sqlalchemy import text
 
 from service.bootstrap import Ledger, open_ledger
 from service.errors import RejectCode
+from service.ledger import store as store_module
 from service.ledger.append import FOLD_CHUNK
 from service.ledger.model import Appended, Duplicate, IgnoredInput, Rejected
 from service.ledger.records import record_to_dict, rejected_to_dict
@@ -345,19 +345,34 @@ async def test_a_batch_larger_than_a_fold_chunk_equals_the_reference_fold(ledger
     assert counts == sorted((s, c) for s, c in reference.counts.items())
 
 
-async def test_an_append_cancelled_halfway_commits_nothing_and_holds_no_lock(ledger: Ledger) -> None:
+async def test_an_append_cancelled_halfway_commits_nothing_and_holds_no_lock(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
     batch = [created(f"e{i}", f"s{i % 11}", f"c{i}") for i in range(FOLD_CHUNK * 3)]
+    inside = asyncio.Event()
+    real_append = store_module.append_batch
+
+    async def append_then_wait(*args: Any) -> Any:
+        """Every row written, the transaction still open: the cancel lands here, for sure."""
+        result = await real_append(*args)
+        inside.set()
+        await asyncio.Event().wait()
+        return result
+
+    monkeypatch.setattr(store_module, "append_batch", append_then_wait)
     prepared = await ledger.pipeline.prepare(batch)
     appending = asyncio.create_task(ledger.pipeline.commit(prepared))
-    await asyncio.sleep(0.05)  # inside the transaction: a batch this size takes longer
+    await asyncio.wait_for(inside.wait(), 30)
     appending.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    with pytest.raises(asyncio.CancelledError):
         await appending
-    committed = 0 if appending.cancelled() else len(batch)
-    # The writer lock is free at once: a transaction left open would hold it.
+    monkeypatch.setattr(store_module, "append_batch", real_append)
+    # Nothing of the batch was committed, and the writer lock is free at once: a transaction
+    # left open would hold it.
     result = await asyncio.wait_for(ledger.pipeline.process([created("after", "other", "x")]), 10)
-    assert result.outcomes == [Appended(committed + 1, 1, 1)]
-    assert (await projection(ledger))[2] == committed + 1
+    assert result.outcomes == [Appended(1, 1, 1)]
+    assert (await projection(ledger))[2] == 1
+    assert [record["id"] for record in await records(ledger)] == ["after"]
 
 
 async def test_the_ledger_refuses_update_and_delete(ledger: Ledger) -> None:

@@ -21,7 +21,9 @@ from service.ledger.database import create_engine, migrate
 from service.settings import Settings, load_settings
 
 BACKENDS = ["sqlite", "postgresql"]
-TEMPLATE = "ledger_test_template"
+# A template of this run's own: runs side by side on one server (of different schemas, too)
+# never drop or copy each other's.
+TEMPLATE = f"ledger_test_template_{uuid.uuid4().hex[:10]}"
 
 
 def _asyncpg_dsn(url: str, database: str | None = None) -> str:
@@ -67,13 +69,11 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_template(postgres_url: str) -> str:
+def postgres_template(postgres_url: str) -> Iterator[str]:
     """A database migrated to head, copied for each test (much faster than migrating each)."""
 
     async def build() -> None:
-        await _admin(
-            postgres_url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)", f"CREATE DATABASE {TEMPLATE}"
-        )
+        await _admin(postgres_url, f"CREATE DATABASE {TEMPLATE}")
         engine = create_engine(_sqlalchemy_url(postgres_url, TEMPLATE))
         try:
             await migrate(engine)
@@ -83,7 +83,11 @@ def postgres_template(postgres_url: str) -> str:
     # In a thread of its own: this may be first asked for from inside a running event loop.
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, build()).result()
-    return TEMPLATE
+    yield TEMPLATE
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(
+            asyncio.run, _admin(postgres_url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        ).result()
 
 
 @pytest.fixture

@@ -295,6 +295,16 @@ class LedgerStore(ABC):
                 future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
+    async def event_id_at(self, position: int) -> str | None:
+        """The id of the event at `position`, or None when the ledger has no such position."""
+        with transient_errors():
+            async with self.readers.connect() as connection:
+                found = await connection.scalar(
+                    text("SELECT event_id FROM connection_ledger WHERE position = :position"),
+                    {"position": position},
+                )
+        return None if found is None else str(found)
+
     async def append(
         self, candidates: Sequence[Candidate], rejections: Sequence[Rejection] = ()
     ) -> tuple[list[Outcome], int]:

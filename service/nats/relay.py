@@ -36,6 +36,7 @@ from contextlib import aclosing
 
 import nats.errors
 import nats.js.errors
+import orjson
 from nats.aio.client import Client
 from nats.js.api import StorageType, StreamConfig
 
@@ -118,7 +119,8 @@ class Relay:
                     if not acquired:
                         await self.committed.wait(2.0)
                         continue
-                    self.position = self._saved = await read_checkpoint(self.store.engine, RELAY_CHECKPOINT)
+                    checkpoint = await read_checkpoint(self.store.engine, RELAY_CHECKPOINT)
+                    self.position = self._saved = max(checkpoint, await self._stored_up_to())
                     log.info("relay lease held: publishing records after position %d", self.position)
                     publisher = AckedPublisher(self.nc)
                     await publisher.start()
@@ -158,6 +160,37 @@ class Relay:
                     await self.committed.wait(1.0)
         finally:
             await self.lease.release()
+
+    async def _stored_up_to(self) -> int:
+        """The position of the last record the stream holds, when it is this ledger's.
+
+        The checkpoint trails what was published by up to CHECKPOINT_SECONDS, and a relay that
+        starts from it publishes those records again. Within JetStream's duplicate window
+        (two minutes by default) the stream drops them by their Nats-Msg-Id; past it, after a
+        relay was down for longer, it would store them again, behind records that came after
+        them. So the relay starts after the stream's last record, when that record is the
+        ledger's own at its position (a stream kept from another ledger is not trusted)."""
+        js = self.nc.jetstream()
+        stream = self.settings.ledger_stream
+        state = (await js.stream_info(stream)).state
+        if not state.messages or not state.last_seq:
+            return 0
+        try:
+            last = await js.get_msg(stream, seq=state.last_seq)
+            position = int(orjson.loads(last.data or b"")["position"])
+        except (nats.js.errors.NotFoundError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return 0  # gone meanwhile (retention), or not a record: the checkpoint decides
+        event_id = (last.headers or {}).get("Nats-Msg-Id")
+        with transient_errors():
+            if event_id is None or await self.store.event_id_at(position) != event_id:
+                log.warning(
+                    "the stream %s ends with a record this ledger does not hold at position %d; "
+                    "relaying from the checkpoint",
+                    stream,
+                    position,
+                )
+                return 0
+        return position
 
     def _next_pause(self) -> float:
         pause = RETRY_SECONDS[min(self._failures, len(RETRY_SECONDS) - 1)]

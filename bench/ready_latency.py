@@ -11,7 +11,8 @@ and waits for its "ready" line on stdout. At that instant a child process starts
 --rate events/s (JetStream, paced) for --seconds; a core NATS subscription on
 `ledger.records.>` stamps each event's record. Printed per backend, medians over --repeat runs:
 
-- first record: from "ready" to the first record's arrival;
+- first record: from "ready" to the first record's arrival (the publisher, connected
+  beforehand, publishes its first event at "ready");
 - p50 / p99 / max of publish -> `ledger.records` for the events published in the first
   --early seconds after "ready" (what a client that trusts "ready" gets);
 - the same for the events published after the first --early seconds (the steady state: the
@@ -33,6 +34,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import nats
@@ -50,7 +52,6 @@ from ingest_nats import (
     SqliteBackend,
     make_traffic,
     now,
-    paced_publish,
     percentile,
     run_loop,
     say,
@@ -58,6 +59,38 @@ from ingest_nats import (
 )
 
 MS = 1000.0
+
+
+def publish_when_told(
+    url: str, subjects: list[str], bodies: list[bytes], rate: float, go: str
+) -> list[float]:
+    """In a child process: connect, wait for the file `go` (the parent's "ready" instant on
+    CLOCK_MONOTONIC), then publish at `rate` from that instant on, as a client that waited for
+    "ready" would. Returns each event's publish time."""
+
+    async def run() -> list[float]:
+        nc = await nats.connect(url, connect_timeout=5)
+        try:
+            js = nc.jetstream()
+            told = Path(go)
+            while not told.exists():  # noqa: ASYNC110, ASYNC240 - polled every millisecond
+                await asyncio.sleep(0.001)
+            start_at = float(told.read_text())  # noqa: ASYNC240
+            stamps = [0.0] * len(bodies)
+            sent = 0
+            while sent < len(bodies):
+                due = min(len(bodies), int((time.perf_counter() - start_at) * rate) + 1)
+                while sent < due:
+                    stamps[sent] = time.perf_counter()
+                    await js.publish_async(subjects[sent], bodies[sent])
+                    sent += 1
+                await asyncio.sleep(0.002)
+            await asyncio.wait_for(js.publish_async_completed(), 60)
+            return stamps
+        finally:
+            await nc.close()
+
+    return run_loop(run())
 
 
 async def one_run(
@@ -79,12 +112,15 @@ async def one_run(
         service = Service(server.url, url, folder, "FULL")
         service.env |= dict(setting.split("=", 1) for setting in args.service_setting)
         try:
+            # The publisher connects first and waits for the word: "ready" -> its first
+            # publish is then the service's time, not the client's connect.
+            go = folder / "go"
+            publishing = asyncio.get_running_loop().run_in_executor(
+                pool, publish_when_told, server.url, traffic.subjects, traffic.bodies, args.rate, str(go)
+            )
             await service.start()
             ready = service.ready
-            # From "ready" on, as a client that waited for it would.
-            publishing = asyncio.get_running_loop().run_in_executor(
-                pool, paced_publish, server.url, traffic.subjects, traffic.bodies, args.rate, ready
-            )
+            go.write_text(repr(ready))
             stamps = await asyncio.wait_for(publishing, args.seconds + 60)
             deadline = now() + 30
             while len(received) < traffic.unique and now() < deadline:

@@ -10,6 +10,7 @@ from pydantic import Field, FilePath, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import ConfigurationError
+from service.redact import mask_secrets
 
 __all__ = ["Settings", "load_settings", "settings_help"]
 
@@ -139,7 +140,7 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for error in exc.errors():
             name = PREFIX + "_".join(str(part) for part in error["loc"]).upper()
-            problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+            problems.append(f"{name}: {error['msg']} (got {mask_secrets(repr(error.get('input')))})")
         raise ConfigurationError("invalid setting: " + "; ".join(problems)) from None
 
 

@@ -27,7 +27,7 @@ from service.errors import TransientError
 from service.ledger.model import Incoming, Rejected
 from service.ledger.store import now_ms
 from service.nats.acks import ack_all
-from service.nats.head import announce_head
+from service.nats.head import HEAD_SUBJECT, announce_head
 from service.nats.pull_feed import PullFeed
 from service.notify import CommitSignal
 from service.pipeline import Pipeline, Prepared
@@ -170,17 +170,44 @@ class Ingestor:
         """Commit a prepared batch, then tell, publish its rejections, and ack it."""
         result = await self._until_done(messages, lambda: self.pipeline.commit(prepared))
         self.committed.ring()
+        # The batch is committed, its rejections stored with it. What follows are notices: a
+        # failure to publish one (the connection closed or reconnecting with its buffer full)
+        # is counted and logged, and the batch is acknowledged all the same. Raising here would
+        # stop ingest and leave the batch unacknowledged, to be delivered and committed again.
         if result.head > self._announced:
             # Other processes (the relay's, other instances') read the ledger on this at once.
             self._announced = result.head
-            await announce_head(self.nc, result.head)
+            try:
+                await announce_head(self.nc, result.head)
+            except Exception as error:
+                self._publish_failed("head", 1, error)
+        failed, last_error = 0, None
         for outcome in result.outcomes:
             if isinstance(outcome, Rejected):
-                await self._tell_rejected(outcome)
+                try:
+                    await self._tell_rejected(outcome)
+                except Exception as error:
+                    failed, last_error = failed + 1, error
+        if last_error is not None:
+            self._publish_failed("rejected", failed, last_error)
         # Committed: now, and only now, the messages may be acknowledged.
         await ack_all(self.nc, messages)
         self.batches += 1
         self.messages += len(messages)
+
+    def _publish_failed(self, notice: str, count: int, error: Exception) -> None:
+        """Count and log notices that could not be published (one line for a batch's)."""
+        if self.pipeline.metrics is not None:
+            self.pipeline.metrics.publish_failures.labels(notice).inc(count)
+        subject = HEAD_SUBJECT if notice == "head" else "ledger.rejected.<code>"
+        log.warning(
+            "%d %s notice(s) not published on %s, the batch is acknowledged all the same: %s: %s",
+            count,
+            notice,
+            subject,
+            type(error).__name__,
+            error,
+        )
 
     async def _tell_rejected(self, outcome: Rejected) -> None:
         """Publish a stored rejection on `ledger.rejected.<code>`, the original bytes as the body.

@@ -247,7 +247,8 @@ class _PostgresUnit:
     async def insert_rejections(self, rows: Sequence[RejectionRow]) -> None:
         await self.pg.executemany(
             "INSERT INTO rejected_messages (received_at, source, subject, headers, raw, code, "
-            "message, field) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "message, field, message_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+            "ON CONFLICT (message_key) DO NOTHING",
             rows,
         )
 

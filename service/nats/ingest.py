@@ -143,7 +143,7 @@ class Ingestor:
 
     async def _prepare(self, messages: list[Msg]) -> Prepared:
         received = now_ms()
-        batch = [Incoming(m.data, received, "nats", m.subject, m.headers) for m in messages]
+        batch = [Incoming(m.data, received, "nats", m.subject, m.headers, m.reply) for m in messages]
         return await self._until_done(messages, lambda: self.pipeline.prepare(batch))
 
     async def _until_done(self, messages: list[Msg], step: Callable[[], Awaitable[T]]) -> T:

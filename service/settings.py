@@ -52,6 +52,14 @@ class Settings(BaseSettings):
         "connection-ledger", description="Durable pull consumer shared by every instance"
     )
     fetch_timeout: float = Field(0.5, gt=0, description="Seconds a fetch waits for the first message")
+    ingest_ack_wait: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description="Seconds JetStream waits for a delivered event's acknowledgement before it "
+        "delivers it again (the consumer's ack_wait); a batch still being worked on (hooks, a commit "
+        "waiting for the writer lock) is told 'in progress' every third of it",
+    )
     http_host: str = Field("127.0.0.1", description="HTTP listen address")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP listen port")
     http_token: str = Field("", description="Bearer token required for HTTP writes (POST); empty: none")

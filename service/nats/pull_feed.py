@@ -65,6 +65,10 @@ class PullFeed:
         """Messages that arrived and were not taken yet."""
         return len(self._buffer)
 
+    def waiting(self) -> list[Msg]:
+        """The messages that arrived and were not taken yet (delivered, not acknowledged)."""
+        return list(self._buffer)
+
     async def start(self) -> None:
         self._inbox = self.nc.new_inbox()
         self._subscription = await self.nc.subscribe(self._inbox, cb=self._on_message)

@@ -21,12 +21,13 @@ from service.http.server import HttpServer
 from service.nats.connect import connect
 from service.nats.embedded import EmbeddedNats
 from service.nats.head import follow_heads
-from service.nats.ingest import Ingestor, ensure_connections_stream
+from service.nats.ingest import Ingestor
 from service.nats.publisher import EventPublisher
-from service.nats.relay import Relay, ensure_ledger_stream
+from service.nats.relay import Relay
 from service.nats.relay_process import RelayProcess
 from service.nats.responders import Responders
 from service.nats.sampler import sample_forever
+from service.nats.streams import ensure_streams
 from service.notify import CommitSignal
 from service.redact import mask_nats_urls, mask_secrets, mask_url
 from service.runtime import settle_for_serving
@@ -69,10 +70,9 @@ async def serve(settings: Settings) -> int:
             responders = Responders(
                 queries_nc, ledger.queries, ledger.store, settings, counts, ledger.streaming
             )
-            # Streams exist before anyone is told "ready": an early JetStream publish would
-            # otherwise find no stream to take it.
-            await ensure_connections_stream(nc, settings)
-            await ensure_ledger_stream(nc, settings)
+            # Streams exist, with their limits, before anyone is told "ready": an early
+            # JetStream publish would otherwise find no stream to take it.
+            await ensure_streams(nc, settings)
             await responders.start()
             await follow_heads(nc, counts.notice)  # other instances' commits, at once
             # Subscriptions are on the server before we say "ready".

@@ -30,14 +30,15 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from service.errors import TransientError
 from service.ledger.model import Incoming, Rejected
 from service.ledger.store import now_ms
 from service.nats.acks import ack_all, progress_all
 from service.nats.head import HEAD_SUBJECT, announce_head
-from service.nats.pull_feed import PullFeed
+from service.nats.pull_feed import ByteBudget, PullFeed
+from service.nats.streams import connections_stream, ensure_stream
 from service.notify import CommitSignal
 from service.pipeline import Pipeline, Prepared
 from service.settings import Settings
@@ -51,16 +52,8 @@ HEADERS_ALLOWANCE = 128
 
 
 async def ensure_connections_stream(nc: Client, settings: Settings) -> None:
-    js = nc.jetstream()
-    config = StreamConfig(
-        name=settings.connections_stream,
-        subjects=[f"{settings.subject_prefix}.>"],
-        storage=StorageType.FILE,
-    )
-    try:
-        await js.stream_info(settings.connections_stream)
-    except nats.js.errors.NotFoundError:
-        await js.add_stream(config)
+    """CONNECTIONS, with the limits of the settings (see streams.py)."""
+    await ensure_stream(nc, *connections_stream(settings))
 
 
 def _header_value(text: str) -> str:
@@ -92,6 +85,7 @@ class Ingestor:
             settings.consumer_name,
             batch=settings.batch_size,
             expires=settings.fetch_timeout,
+            budget=ByteBudget.of(settings),
         )
         await feed.start()
         keeper = asyncio.create_task(self._keep_in_progress(feed, ack_wait / 3), name="in progress")

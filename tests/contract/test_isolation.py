@@ -7,9 +7,7 @@ head as it was before the lock and reuse the other's positions."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -19,9 +17,8 @@ from sqlalchemy.engine import make_url
 from service.bootstrap import open_ledger
 from service.ledger.append import CHECKPOINT
 from service.ledger.checkpoints import read_checkpoint
-from service.ledger.postgres import LEDGER_LOCK
 from service.settings import load_settings
-from tests.helpers import created, destroyed
+from tests.helpers import created, destroyed, writer_lock_held
 
 # Long enough for both writers to be waiting on the lock when it is let go.
 WAIT = 0.5
@@ -52,34 +49,11 @@ async def repeatable_read(database_url: str) -> str:
     return database_url
 
 
-@asynccontextmanager
-async def _writer_lock_held(database_url: str) -> AsyncIterator[None]:
-    """Hold the ledger's writer lock, as a long append or rebuild elsewhere does, until the
-    block ends; writers that start meanwhile wait for it."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        holder = sqlite3.connect(url.database or "", isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
-        return
-    holder = await asyncpg.connect(_dsn(database_url))
-    try:
-        async with holder.transaction():
-            await holder.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK)
-            yield
-    finally:
-        await holder.close()
-
-
 async def _interleaved(
     database_url: str, first: Callable[[], Awaitable[Any]], second: Callable[[], Awaitable[Any]]
 ) -> tuple[Any, Any]:
     """Start `first`, then `second`, both while the writer lock is held elsewhere; let it go."""
-    async with _writer_lock_held(database_url):
+    async with writer_lock_held(database_url):
         one = asyncio.ensure_future(first())
         await asyncio.sleep(WAIT / 2)
         two = asyncio.ensure_future(second())

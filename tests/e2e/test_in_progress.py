@@ -7,24 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import nats
 import orjson
 import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
-from sqlalchemy.engine import make_url
 
-from service.ledger.postgres import LEDGER_LOCK
 from tests.e2e.conftest import Service
 from tests.e2e.natsutil import wait_for_head
-from tests.helpers import body
+from tests.helpers import body, writer_lock_held
 
 ROOT = Path(__file__).resolve().parents[2]
 ACK_WAIT = "2"
@@ -84,29 +78,6 @@ async def test_slow_hooks_run_once_and_nothing_is_delivered_again(
     assert sorted(log.read_text().split()) == ids, "each event's hooks ran once"
 
 
-@asynccontextmanager
-async def _writer_lock_held(database_url: str) -> AsyncIterator[None]:
-    """The ledger's writer lock, held as `connledger rebuild` holds it."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        holder = sqlite3.connect(url.database or "", isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
-        return
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    holder = await asyncpg.connect(dsn)
-    try:
-        async with holder.transaction():
-            await holder.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK)
-            yield
-    finally:
-        await holder.close()
-
-
 @pytest.mark.timeout(180)
 async def test_a_commit_waiting_for_the_writer_lock_keeps_its_batch(
     service_factory: type[Service], nats_url: str, database_url: str
@@ -129,7 +100,7 @@ async def test_a_commit_waiting_for_the_writer_lock_keeps_its_batch(
     try:
         await _publish(nc, ["before"])
         assert await wait_for_head(nc, 1, timeout=30) == 1
-        async with _writer_lock_held(database_url):
+        async with writer_lock_held(database_url):
             await _publish(nc, ["w1", "w2", "w3"])
             await asyncio.sleep(3 * float(ACK_WAIT))  # the batch waits for the lock meanwhile
         assert await wait_for_head(nc, 4, timeout=30) == 4

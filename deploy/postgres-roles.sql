@@ -1,15 +1,31 @@
 -- Least privilege for Connection Ledger on PostgreSQL.
 --
--- ledger_owner owns the schema and runs the migrations (`connledger migrate`, and `rebuild`,
+-- ledger_owner owns the tables and runs the migrations (`connledger migrate`, and `rebuild`,
 -- which truncates the projections). ledger_service is what `connledger serve` connects as: it
 -- may read and append to the ledger and nothing more there, and keeps the projections, the
 -- relay checkpoint and the rejected store. Its `serve` finds the schema at head and migrates
--- nothing. Run as a superuser after the first `connledger migrate` by ledger_owner:
+-- nothing. Run with psql, as a superuser, after the first `connledger migrate` by the owner:
 --
---   psql -v service_password="'...'" -f deploy/postgres-roles.sql DBNAME
+--   psql -v service_password='...' -f deploy/postgres-roles.sql DBNAME
+--
+-- The password is required, and set (again) on every run: running the file once more with a
+-- new one changes it. Give it in LEDGER_DATABASE_URL
+-- (postgresql+asyncpg://ledger_service:...@host/DBNAME).
 --
 -- The ledger's triggers refuse UPDATE, DELETE and TRUNCATE for every role, owner included;
 -- these grants make the refusal a permission error as well, before any trigger runs.
+
+\set ON_ERROR_STOP on
+
+\if :{?service_password}
+\else
+  -- Not a role that logs in with no password, or with the literal text of a variable.
+  DO $$ BEGIN RAISE EXCEPTION 'service_password is not set: run psql -v service_password=''...'' -f deploy/postgres-roles.sql DBNAME'; END $$;
+\endif
+SELECT :'service_password' = '' AS service_password_is_empty \gset
+\if :service_password_is_empty
+  DO $$ BEGIN RAISE EXCEPTION 'service_password is empty: give the role a password'; END $$;
+\endif
 
 DO $$
 BEGIN
@@ -17,7 +33,21 @@ BEGIN
     CREATE ROLE ledger_service LOGIN;
   END IF;
 END $$;
+-- psql quotes the value (:'...'); the server stores only its SCRAM verifier
+-- (password_encryption, scram-sha-256 by default since PostgreSQL 14).
+ALTER ROLE ledger_service WITH LOGIN PASSWORD :'service_password';
 
+-- Nobody creates objects in the public schema by default (PostgreSQL 14 and older let every
+-- role, through PUBLIC): the service role must not be able to add a table, a function or a
+-- view beside the ledger. The tables' owner keeps it, for the migrations to come.
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+REVOKE CREATE ON SCHEMA public FROM ledger_service;
+DO $$
+BEGIN
+  EXECUTE format('GRANT USAGE, CREATE ON SCHEMA public TO %I',
+                 (SELECT tableowner FROM pg_tables
+                   WHERE schemaname = 'public' AND tablename = 'connection_ledger'));
+END $$;
 GRANT USAGE ON SCHEMA public TO ledger_service;
 
 -- The ledger: read and append, nothing else.

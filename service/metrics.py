@@ -58,6 +58,13 @@ class Metrics:
         self.consumer_pending = Gauge(
             "ledger_consumer_pending", "Messages waiting in the CONNECTIONS consumer", registry=r
         )
+        self.publish_failures = Counter(
+            "ledger_publish_failures_total",
+            "Notices not published after a commit: rejected (ledger.rejected.<code>) or head "
+            "(ledger.head); the batch is acknowledged all the same",
+            ["notice"],
+            registry=r,
+        )
         self.transient_failures = Counter(
             "ledger_transient_failures_total",
             "Batches retried because the database was unavailable",

@@ -21,13 +21,15 @@ from service.http.server import HttpServer
 from service.nats.connect import connect
 from service.nats.embedded import EmbeddedNats
 from service.nats.head import follow_heads
-from service.nats.ingest import Ingestor, ensure_connections_stream
+from service.nats.ingest import Ingestor
 from service.nats.publisher import EventPublisher
-from service.nats.relay import Relay, ensure_ledger_stream
+from service.nats.relay import Relay
 from service.nats.relay_process import RelayProcess
 from service.nats.responders import Responders
 from service.nats.sampler import sample_forever
+from service.nats.streams import ensure_streams
 from service.notify import CommitSignal
+from service.redact import mask_nats_urls, mask_secrets, mask_url
 from service.runtime import settle_for_serving
 from service.settings import Settings
 
@@ -74,10 +76,9 @@ async def serve(settings: Settings) -> int:
             responders = Responders(
                 queries_nc, ledger.queries, ledger.store, settings, counts, ledger.streaming
             )
-            # Streams exist before anyone is told "ready": an early JetStream publish would
-            # otherwise find no stream to take it.
-            await ensure_connections_stream(nc, settings)
-            await ensure_ledger_stream(nc, settings)
+            # Streams exist, with their limits, before anyone is told "ready": an early
+            # JetStream publish would otherwise find no stream to take it.
+            await ensure_streams(nc, settings)
             await responders.start()
             await follow_heads(nc, counts.notice)  # other instances' commits, at once
             # Subscriptions are on the server before we say "ready".
@@ -122,10 +123,12 @@ async def serve(settings: Settings) -> int:
             if embedded is not None:
                 embedded.announce()
             _say(
-                f"NATS      {url}"
+                f"NATS      {mask_nats_urls(url)}"
                 + (f"  (bundled nats-server, JetStream under {settings.var_dir}/nats)" if embedded else "")
             )
-            _say(f"database  {ledger.store.engine.url.render_as_string(hide_password=True)}")
+            # Masked from the URL as written: SQLAlchemy's own masking shows what follows an
+            # unencoded "@" in a password.
+            _say(f"database  {mask_url(settings.resolved_database_url)}")
             _say(f"HTTP      {http.url}  (dashboard {http.url}/, API docs {http.url}/docs)")
             _say("ready: publish to connections.<sessionId>.<type>; ask ledger.sessions.<sessionId>.count")
 
@@ -163,18 +166,27 @@ async def serve(settings: Settings) -> int:
             await embedded.stop()
 
 
+class TextFormatter(logging.Formatter):
+    """A line of text for a terminal. Any URL's password in it is masked, whoever logged it
+    (nats-py, uvicorn, an exception's message): see redact.py."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors: what a terminal shows as text."""
+    """One JSON object per line, for log collectors: what a terminal shows as text, URL
+    passwords masked as there."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": mask_secrets(record.getMessage()),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = mask_secrets(self.formatException(record.exc_info))
         return orjson.dumps(entry).decode()
 
 
@@ -182,7 +194,7 @@ def configure_logging() -> None:
     """Text on a terminal, JSON lines otherwise; nothing per message at INFO."""
     handler = logging.StreamHandler(sys.stderr)
     if sys.stderr.isatty():
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         formatter = JsonFormatter()
         formatter.converter = time.gmtime

@@ -6,14 +6,20 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, FilePath, ValidationError, field_validator
+from pydantic import Field, FilePath, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import ConfigurationError
+from service.events import MAX_BODY_BYTES
+from service.redact import mask_secrets
 
-__all__ = ["Settings", "load_settings", "settings_help"]
+__all__ = ["MESSAGE_OVERHEAD", "Settings", "load_settings", "settings_help"]
 
 PREFIX = "LEDGER_"
+# What a delivered message counts for in a pull request's max_bytes beyond what the stream's
+# max_msg_size counts (its headers and body): its subject (up to the server's 4 KiB control line)
+# and its reply subject (the ack subject, 100-200 bytes).
+MESSAGE_OVERHEAD = 8 * 1024
 
 
 class Settings(BaseSettings):
@@ -47,10 +53,58 @@ class Settings(BaseSettings):
     )
     connections_stream: str = Field("CONNECTIONS", description="JetStream stream of incoming events")
     ledger_stream: str = Field("LEDGER", description="JetStream stream of ledger records")
+    # Stream limits: applied when the service creates the streams, and set on streams that
+    # exist with others (service/nats/streams.py). JetStream drops a stream's oldest messages
+    # past its age or size limit, read or not: size CONNECTIONS for the longest ingest outage
+    # to ride out (an event is some 300-500 bytes there).
+    stream_max_msg_size: int = Field(
+        1024 * 1024,
+        ge=2 * MAX_BODY_BYTES,
+        le=64 * 1024 * 1024,
+        description="Largest message, headers included, the CONNECTIONS and LEDGER streams take, in "
+        "bytes; an event past 64 KiB is stored as a too_large rejection if it is within this",
+    )
+    connections_max_age: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="Seconds CONNECTIONS keeps a message (0: no age limit)",
+    )
+    connections_max_bytes: int = Field(
+        10 * 1024**3,
+        ge=-1,
+        description="Bytes CONNECTIONS keeps at most, dropping its oldest messages past it (-1: no limit)",
+    )
+    ledger_max_age: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="Seconds LEDGER keeps a record (0: no age limit; the database keeps every record)",
+    )
+    ledger_max_bytes: int = Field(
+        10 * 1024**3,
+        ge=-1,
+        description="Bytes LEDGER keeps at most, dropping its oldest records past it (-1: no limit)",
+    )
     consumer_name: str = Field(
         "connection-ledger", description="Durable pull consumer shared by every instance"
     )
     fetch_timeout: float = Field(0.5, gt=0, description="Seconds a fetch waits for the first message")
+    # Half for the pull feed (what has arrived and what the open pull request may still bring),
+    # a quarter for each of the two batches in hand (one being committed, the next prepared):
+    # see service/nats/ingest.py.
+    ingest_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes of delivered, unacknowledged messages ingest holds at most (the pull "
+        "requests' max_bytes); at least 4 times LEDGER_STREAM_MAX_MSG_SIZE and some",
+    )
+    ingest_ack_wait: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description="Seconds JetStream waits for a delivered event's acknowledgement before it "
+        "delivers it again (the consumer's ack_wait); a batch still being worked on (hooks, a commit "
+        "waiting for the writer lock) is told 'in progress' every third of it",
+    )
     http_host: str = Field("127.0.0.1", description="HTTP listen address")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP listen port")
     http_token: str = Field("", description="Bearer token required for HTTP writes (POST); empty: none")
@@ -118,6 +172,20 @@ class Settings(BaseSettings):
         5.0, ge=0, description="Seconds a query with minPosition waits for the ledger to catch up"
     )
 
+    @model_validator(mode="after")
+    def _ingest_holds_a_largest_message(self) -> Settings:
+        # A pull request for fewer bytes than a message is refused by the server (409 Message
+        # Size Exceeds MaxBytes): each batch's share must hold the largest message.
+        share = self.ingest_max_bytes // 4
+        if share < self.stream_max_msg_size + MESSAGE_OVERHEAD:
+            raise ValueError(
+                f"LEDGER_INGEST_MAX_BYTES: {self.ingest_max_bytes} leaves a batch {share} bytes, less "
+                f"than one message of LEDGER_STREAM_MAX_MSG_SIZE ({self.stream_max_msg_size}) and "
+                f"its subjects ({MESSAGE_OVERHEAD}); raise it to at least "
+                f"{4 * (self.stream_max_msg_size + MESSAGE_OVERHEAD)} or lower LEDGER_STREAM_MAX_MSG_SIZE"
+            )
+        return self
+
     @field_validator("ignore_data_pattern", mode="before")
     @classmethod
     def _empty_pattern_is_none(cls, value: object) -> object:
@@ -143,8 +211,11 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
+            if not error["loc"]:  # a rule across settings: its message names them
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
             name = PREFIX + "_".join(str(part) for part in error["loc"]).upper()
-            problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+            problems.append(f"{name}: {error['msg']} (got {mask_secrets(repr(error.get('input')))})")
         raise ConfigurationError("invalid setting: " + "; ".join(problems)) from None
 
 

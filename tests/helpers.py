@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import orjson
+from sqlalchemy.engine import make_url
 
 from service.ledger.model import Incoming
+from service.ledger.postgres import LEDGER_LOCK
 
 CREATED = "connectionCreated"
 DESTROYED = "connectionDestroyed"
@@ -60,3 +66,27 @@ def stalled_http_reader(url: str, path: str) -> socket.socket:
     reader.connect((host, int(port)))
     reader.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
     return reader
+
+
+@asynccontextmanager
+async def writer_lock_held(database_url: str) -> AsyncIterator[None]:
+    """Hold the ledger's writer lock, as a long append, import or `connledger rebuild` holds it,
+    until the block ends: writers that start meanwhile wait for it."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        holder = sqlite3.connect(url.database or "", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK)
+            yield
+    finally:
+        await connection.close()

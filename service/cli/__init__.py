@@ -122,13 +122,15 @@ def simulate(
     """Publish realistic connection traffic to a running service, to watch the dashboard move."""
     import time
 
+    from service.redact import mask_nats_urls
     from service.simulate import nats_url_for_simulation
     from service.simulate import simulate as run_simulation
 
     settings = load_settings()
     url = nats_url or nats_url_for_simulation(settings)
     click.echo(
-        f"publishing about {rate:g} events/s over {sessions} sessions to {url}; Ctrl-C stops", err=True
+        f"publishing about {rate:g} events/s over {sessions} sessions to {mask_nats_urls(url)}; Ctrl-C stops",
+        err=True,
     )
 
     def report(sent: int, elapsed: float) -> None:

@@ -30,6 +30,7 @@ from service.ledger.model import (
     Outcome,
     Rejected,
     Rejection,
+    message_key,
 )
 from service.projections.fold import ConnectionState, apply
 
@@ -74,8 +75,8 @@ ConnectionKey = tuple[str, str]
 # (session_id, connection_id, live, creation_time, data, created_position, destroyed_position,
 #  reason): the columns of projection_connections, in this order.
 ConnectionRow = tuple[str, str, bool, int, str | None, int | None, int | None, str | None]
-# (received_at, source, subject, headers, raw, code, message, field)
-RejectionRow = tuple[int, str, str | None, str | None, bytes, str, str, str | None]
+# (received_at, source, subject, headers, raw, code, message, field, message_key)
+RejectionRow = tuple[int, str, str | None, str | None, bytes, str, str, str | None, str | None]
 
 # `EventType.X.value` goes through the enum's descriptor machinery (a third of a microsecond a
 # call on 3.11); a dict lookup is a tenth of that, and rows must carry plain str, not the enum.
@@ -126,7 +127,10 @@ class WriteUnit(Protocol):
 
     async def write(self, writes: BatchWrites) -> None: ...
 
-    async def insert_rejections(self, rows: Sequence[RejectionRow]) -> None: ...
+    async def insert_rejections(self, rows: Sequence[RejectionRow]) -> None:
+        """Store rejections; one whose message_key is stored already (a redelivered message,
+        its batch committed before its acknowledgement was lost) is skipped."""
+        ...
 
 
 def rejection_row(rejection: Rejection) -> RejectionRow:
@@ -141,6 +145,7 @@ def rejection_row(rejection: Rejection) -> RejectionRow:
         rejection.code.value,
         rejection.message,
         rejection.field,
+        message_key(incoming.ack_subject),
     )
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from service.errors import ConfigurationError
 from service.ledger.pool_liveness import ping_after_idle
+from service.redact import mask_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -42,7 +43,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 # (a test keeps the two equal). Every command checks for it with one query before it would load
 # Alembic, whose import alone takes most of a second: the start-up of `connledger count` or
 # `replay`, which a script may run thousands of times.
-SCHEMA_REVISION: Final = "0002"
+SCHEMA_REVISION: Final = "0003"
 SUPPORTED = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 
@@ -64,10 +65,11 @@ def create_engine(
     overflow = pool_size if max_overflow is None else max_overflow
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigurationError(
-            f"LEDGER_DATABASE_URL: {url!r} is not a database URL; use sqlite+aiosqlite:///path "
-            "or postgresql+asyncpg://user@host/db"
+            f"LEDGER_DATABASE_URL: {mask_url(url)!r} is not a database URL; use "
+            "sqlite+aiosqlite:///path or postgresql+asyncpg://user:password@host/db (a password "
+            "with @, / or : in it percent-encoded)"
         ) from None
     backend = parsed.get_backend_name()
     if backend not in SUPPORTED:

@@ -23,6 +23,7 @@ __all__ = [
     "Outcome",
     "Rejected",
     "Rejection",
+    "message_key",
 ]
 
 
@@ -35,6 +36,31 @@ class Incoming:
     source: str = "nats"
     subject: str | None = None
     headers: Mapping[str, str] | None = None
+    # A JetStream delivery's reply subject ($JS.ACK...), which names the message's stream and
+    # stream sequence: its rejection is stored once however often it is delivered (see
+    # `message_key`). Kept as it came and parsed only for a rejection, off the hot path.
+    ack_subject: str | None = None
+
+
+def message_key(ack_subject: str | None) -> str | None:
+    """`<stream>:<stream sequence>` of a JetStream message, from its delivery's reply subject:
+    the same for every delivery of one message (a redelivery has another delivery count and
+    consumer sequence, never another stream sequence). None when there is none, or it is not
+    a JetStream ack subject.
+
+    The subject is $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.
+    <pending>, or from nats-server 2.10 on possibly $JS.ACK.<domain>.<account hash>.<stream>...
+    with a random token at the end (as nats-py's Msg.metadata reads them)."""
+    if ack_subject is None:
+        return None
+    tokens = ack_subject.split(".")
+    if tokens[:2] != ["$JS", "ACK"]:
+        return None
+    if len(tokens) == 9:
+        return f"{tokens[2]}:{tokens[5]}"
+    if len(tokens) >= 11:
+        return f"{tokens[4]}:{tokens[7]}"
+    return None
 
 
 @dataclass(slots=True)

@@ -12,7 +12,15 @@ So every append transaction starts with `pg_advisory_xact_lock(LEDGER_LOCK)`. On
 assigns positions head+1.. itself. The lock is released only after the commit is visible, and
 the next holder reads the head in a *new statement*, hence a new READ COMMITTED snapshot that
 includes that commit. Positions are therefore gap-free (nothing is handed out by a transaction
-that may roll back) and committed in order. The lock is taken once per batch of hundreds of
+that may roll back) and committed in order.
+
+The transaction says READ COMMITTED itself (`BEGIN ISOLATION LEVEL READ COMMITTED`) rather than
+trusting the database's default: under REPEATABLE READ (`default_transaction_isolation`, set on
+the database or the role) its one snapshot is taken by the statement that waits for the lock,
+*before* the lock is granted, so the head it then reads misses the commit it waited for: the
+append reused that commit's positions and failed, on the ledger's primary key (which stopped
+ingest) or as a serialization failure. `rebuild` likewise rebuilt the projections from a
+ledger without the appends committed while it waited. The lock is taken once per batch of hundreds of
 events, so its cost is shared; readers never take it. An advisory lock rather than LOCK TABLE
 keeps plain SELECTs and the immutability of the table out of the question, and lets a service
 role with only SELECT and INSERT on the ledger append.
@@ -78,8 +86,9 @@ _KEYED_PLANS_ONLY = (
     "set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
 )
 # BEGIN and the writer lock (see the module docstring) in one trip, as a simple-protocol query;
-# an append adds its planner settings to it.
-_BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LEDGER_LOCK})"
+# an append adds its planner settings to it. READ COMMITTED whatever the database's default:
+# each statement after the lock must see every commit before it (see the module docstring).
+_BEGIN_LOCKED = f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({LEDGER_LOCK})"
 _BEGIN_APPEND = f"{_BEGIN_LOCKED}; {_KEYED_PLANS_ONLY}"
 
 
@@ -238,7 +247,8 @@ class _PostgresUnit:
     async def insert_rejections(self, rows: Sequence[RejectionRow]) -> None:
         await self.pg.executemany(
             "INSERT INTO rejected_messages (received_at, source, subject, headers, raw, code, "
-            "message, field) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "message, field, message_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+            "ON CONFLICT (message_key) DO NOTHING",
             rows,
         )
 
@@ -294,7 +304,7 @@ class PostgresStore(LedgerStore):
                     return await _PostgresUnit(pg).existing(ids)
                 # An import's batch of tens of thousands of ids: index probes, as in `write`
                 # (the settings need a transaction: two more round trips, for a large batch).
-                async with pg.transaction():
+                async with pg.transaction(isolation="read_committed"):
                     await pg.execute(_KEYED_PLANS_ONLY)
                     return await _PostgresUnit(pg).existing(ids)
 

@@ -10,6 +10,10 @@ BINARY collation, PostgreSQL's "C". They are opaque keys, not words, so a locale
 nothing for them, and under any other collation PostgreSQL compares through the locale
 (strcoll), which made inserting ledger rows into their indexes a third slower (migration 0002).
 It also gives the session listing's cursor the same order on both.
+
+A rejected NATS message is stored once: `rejected_messages.message_key` names it by stream and
+stream sequence, under a unique index, and a redelivery's rejection is skipped on conflict
+(migration 0003).
 """
 
 from __future__ import annotations
@@ -136,5 +140,10 @@ rejected_messages = Table(
     Column("code", String(32), nullable=False),
     Column("message", Text, nullable=False),
     Column("field", Text, nullable=True),
+    # The NATS message it came from, `<stream>:<stream sequence>` (migration 0003): unique, so
+    # that a message delivered again after its batch committed is not stored twice. NULL for
+    # HTTP and import, which have no such identity (NULLs never collide).
+    Column("message_key", String(300), nullable=True),
 )
 Index("ix_rejected_messages_code", rejected_messages.c.code)
+Index("uq_rejected_messages_message_key", rejected_messages.c.message_key, unique=True)

@@ -248,7 +248,8 @@ class _SqliteUnit:
             self.db,
             lambda conn: conn.executemany(
                 "INSERT INTO rejected_messages (received_at, source, subject, headers, raw, code, "
-                "message, field) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "message, field, message_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (message_key) DO NOTHING",
                 rows,
             ),
         )

@@ -19,7 +19,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, MsgAlreadyAckdError, NotJSMessageError
 
-__all__ = ["ack_all"]
+__all__ = ["ack_all", "progress_all"]
 
 
 async def ack_all(nc: Client, messages: Sequence[Msg]) -> None:
@@ -39,3 +39,16 @@ async def ack_all(nc: Client, messages: Sequence[Msg]) -> None:
     await nc._flush_pending()
     for message in messages:
         message._ackd = True
+
+
+async def progress_all(nc: Client, messages: Sequence[Msg]) -> None:
+    """Tell JetStream that each of `messages` is still being worked on (`+WPI` to its reply
+    subject, as `Msg.in_progress` would, which starts its ack_wait again), in one write.
+    Messages acknowledged already are left out: their ack has been queued before."""
+    pending = [m for m in messages if m.reply and not m._ackd]
+    if not pending:
+        return
+    if nc.is_closed:
+        raise ConnectionClosedError
+    await nc._send_command(b"".join([b"PUB %s 4\r\n+WPI\r\n" % m.reply.encode() for m in pending]))
+    await nc._flush_pending()

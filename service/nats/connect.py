@@ -11,6 +11,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from service.errors import ConfigurationError
+from service.redact import mask_nats_urls, mask_secrets
 from service.settings import Settings
 
 __all__ = ["connect"]
@@ -19,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 async def _on_error(error: Exception) -> None:
-    # One line, not nats-py's default traceback: these are connection events, not bugs.
-    log.warning("nats: %s: %s", type(error).__name__, error)
+    # One line, not nats-py's default traceback: these are connection events, not bugs. (An
+    # error may quote a server's URL, password and all: masked.)
+    log.warning("nats: %s: %s", type(error).__name__, mask_secrets(str(error)))
 
 
 async def _on_disconnected() -> None:
@@ -92,6 +94,7 @@ async def connect(settings: Settings, url: str, name: str = "connection-ledger")
         # "No servers available" says less than why the last try failed.
         cause = failures[-1] if failures else error
         raise ConfigurationError(
-            f"LEDGER_NATS_URL: cannot connect to {url} ({type(cause).__name__}: {cause}); check the "
-            "URL and LEDGER_NATS_USER/PASSWORD/TOKEN/CREDS/TLS_* settings"
+            f"LEDGER_NATS_URL: cannot connect to {mask_nats_urls(url)} ({type(cause).__name__}: "
+            f"{mask_secrets(str(cause))}); check the URL and LEDGER_NATS_USER/PASSWORD/TOKEN/CREDS/"
+            "TLS_* settings"
         ) from error

@@ -6,29 +6,39 @@ crash before that means redelivery, and redelivered events are duplicates, ackno
 not appended again (idempotency is the unique event id, forever).
 
 A transient failure (database unreachable) acks nothing: the batch stays in hand and is retried
-with backoff, its ack deadline extended meanwhile, until the database is back. No restart.
+with backoff until the database is back. No restart.
+
+In progress: a message delivered and not acknowledged within the consumer's ack_wait is
+delivered again, to this instance or another, which would run its hooks a second time. A batch
+may rightly take longer than that: slow (async) hooks, a commit waiting for the writer lock
+behind `connledger rebuild` or an import, a database outage. So while any batch is in hand,
+every message delivered and not yet acknowledged (the batches being prepared or committed, and
+those waiting in the feed) is told "in progress" (`+WPI`, which restarts its ack_wait) every
+third of the ack_wait. Sync hooks run on the event loop and hold this up like everything else:
+a hook that takes long must be async.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from service.errors import TransientError
 from service.ledger.model import Incoming, Rejected
 from service.ledger.store import now_ms
-from service.nats.acks import ack_all
-from service.nats.head import announce_head
-from service.nats.pull_feed import PullFeed
+from service.nats.acks import ack_all, progress_all
+from service.nats.head import HEAD_SUBJECT, announce_head
+from service.nats.pull_feed import ByteBudget, PullFeed
+from service.nats.streams import connections_stream, ensure_stream
 from service.notify import CommitSignal
 from service.pipeline import Pipeline, Prepared
 from service.settings import Settings
@@ -42,16 +52,8 @@ HEADERS_ALLOWANCE = 128
 
 
 async def ensure_connections_stream(nc: Client, settings: Settings) -> None:
-    js = nc.jetstream()
-    config = StreamConfig(
-        name=settings.connections_stream,
-        subjects=[f"{settings.subject_prefix}.>"],
-        storage=StorageType.FILE,
-    )
-    try:
-        await js.stream_info(settings.connections_stream)
-    except nats.js.errors.NotFoundError:
-        await js.add_stream(config)
+    """CONNECTIONS, with the limits of the settings (see streams.py)."""
+    await ensure_stream(nc, *connections_stream(settings))
 
 
 def _header_value(text: str) -> str:
@@ -69,19 +71,34 @@ class Ingestor:
         self.batches = 0
         self.messages = 0
         self._announced = 0
+        # Batches taken from the feed and not yet acknowledged, by id(): told "in progress"
+        # while they are worked on (see the module docstring).
+        self._in_hand: dict[int, Sequence[Msg]] = {}
 
     async def run(self) -> None:
         settings = self.settings
         await ensure_connections_stream(self.nc, settings)
-        await self._ensure_consumer()
+        ack_wait = await self._ensure_consumer()
         feed = PullFeed(
             self.nc,
             settings.connections_stream,
             settings.consumer_name,
             batch=settings.batch_size,
             expires=settings.fetch_timeout,
+            budget=ByteBudget.of(settings),
         )
         await feed.start()
+        keeper = asyncio.create_task(self._keep_in_progress(feed, ack_wait / 3), name="in progress")
+        try:
+            await self._ingest(feed)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        log.info("ingest stopped after %d batches, %d messages", self.batches, self.messages)
+
+    async def _ingest(self, feed: PullFeed) -> None:
+        settings = self.settings
         # Three things overlap: messages keep arriving into the feed while batches are worked
         # on, and, when there is a backlog and no hooks, the next batch is decoded while the
         # one before it is being committed, in the database's thread or process. Commits stay
@@ -108,6 +125,7 @@ class Ingestor:
                 continue
             if not messages:
                 continue
+            self._in_hand[id(messages)] = messages  # until _finish has acked them
             prepared = await self._prepare(messages)
             if committing is not None:
                 await committing  # the batch before: committed and acked (or its error raised)
@@ -116,41 +134,69 @@ class Ingestor:
             await committing
         # Drain: nothing more is asked for; what was delivered is committed and acked.
         rest = await feed.close()
-        for start in range(0, len(rest), settings.batch_size):
-            chunk = rest[start : start + settings.batch_size]
-            await self._finish(chunk, await self._prepare(chunk))
-        log.info("ingest stopped after %d batches, %d messages", self.batches, self.messages)
+        self._in_hand[id(rest)] = rest
+        try:
+            for start in range(0, len(rest), settings.batch_size):
+                chunk = rest[start : start + settings.batch_size]
+                self._in_hand[id(chunk)] = chunk
+                await self._finish(chunk, await self._prepare(chunk))
+        finally:
+            self._in_hand.pop(id(rest), None)
 
-    async def _ensure_consumer(self) -> None:
+    async def _keep_in_progress(self, feed: PullFeed, interval: float) -> None:
+        """Every `interval`, tell JetStream that each message delivered and not yet acked is
+        still being worked on, so that it is not delivered again (see the module docstring).
+        Under a steady flow this costs one small write per batch in hand every `interval`."""
+        while True:
+            await asyncio.sleep(interval)
+            if not self._in_hand:
+                continue  # nothing taken: what waits in the feed is taken at once
+            held = [m for batch in list(self._in_hand.values()) for m in batch]
+            try:
+                await progress_all(self.nc, [*held, *feed.waiting()])
+            except Exception as error:  # disconnected: the server redelivers at worst
+                log.warning("telling JetStream the batch in hand is in progress failed: %s", error)
+
+    async def _ensure_consumer(self) -> float:
+        """Create the durable consumer, or set its ack_wait to LEDGER_INGEST_ACK_WAIT if it has
+        another; returns the ack_wait it has (seconds)."""
         settings = self.settings
         js = self.nc.jetstream()
         try:
-            await js.consumer_info(settings.connections_stream, settings.consumer_name)
+            info = await js.consumer_info(settings.connections_stream, settings.consumer_name)
         except nats.js.errors.NotFoundError:
-            await js.add_consumer(
+            info = await js.add_consumer(
                 settings.connections_stream,
                 ConsumerConfig(
                     durable_name=settings.consumer_name,
                     filter_subject=f"{settings.subject_prefix}.>",
                     ack_policy=AckPolicy.EXPLICIT,
                     deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=60,
+                    ack_wait=settings.ingest_ack_wait,
                     max_deliver=-1,
                     # Caps the messages delivered and not yet acked, across every instance.
                     max_ack_pending=max(20_000, settings.batch_size * 4),
                 ),
             )
+        else:
+            if info.config.ack_wait is None or abs(info.config.ack_wait - settings.ingest_ack_wait) > 1e-3:
+                # ack_wait may be changed on a durable consumer (the server takes the same
+                # config with it changed as an update). Every instance should have the same
+                # setting: the last one started wins.
+                config = info.config
+                config.ack_wait = settings.ingest_ack_wait
+                info = await js.add_consumer(settings.connections_stream, config)
+        return min(settings.ingest_ack_wait, info.config.ack_wait or settings.ingest_ack_wait)
 
     async def _prepare(self, messages: list[Msg]) -> Prepared:
         received = now_ms()
-        batch = [Incoming(m.data, received, "nats", m.subject, m.headers) for m in messages]
-        return await self._until_done(messages, lambda: self.pipeline.prepare(batch))
+        batch = [Incoming(m.data, received, "nats", m.subject, m.headers, m.reply) for m in messages]
+        return await self._until_done(lambda: self.pipeline.prepare(batch))
 
-    async def _until_done(self, messages: list[Msg], step: Callable[[], Awaitable[T]]) -> T:
+    async def _until_done(self, step: Callable[[], Awaitable[T]]) -> T:
         """Run a step of the pipeline until the database lets it through. Meanwhile the batch
-        stays in hand, nothing of it acked and nothing lost, and its ack deadline is extended."""
+        stays in hand, nothing of it acked and nothing lost, and told "in progress"."""
         delay = 0.2
-        last_extension = time.monotonic()
         while True:
             try:
                 return await step()
@@ -158,29 +204,55 @@ class Ingestor:
                 log.warning("ledger unavailable, retrying in %.1f s: %s", delay, error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-                if time.monotonic() - last_extension > 20:
-                    last_extension = time.monotonic()
-                    for message in messages:
-                        try:
-                            await message.in_progress()
-                        except Exception:  # the connection may be down too; redelivery covers it
-                            break
 
     async def _finish(self, messages: list[Msg], prepared: Prepared) -> None:
         """Commit a prepared batch, then tell, publish its rejections, and ack it."""
-        result = await self._until_done(messages, lambda: self.pipeline.commit(prepared))
+        try:
+            await self._commit_and_ack(messages, prepared)
+        finally:
+            self._in_hand.pop(id(messages), None)
+
+    async def _commit_and_ack(self, messages: list[Msg], prepared: Prepared) -> None:
+        result = await self._until_done(lambda: self.pipeline.commit(prepared))
         self.committed.ring()
+        # The batch is committed, its rejections stored with it. What follows are notices: a
+        # failure to publish one (the connection closed or reconnecting with its buffer full)
+        # is counted and logged, and the batch is acknowledged all the same. Raising here would
+        # stop ingest and leave the batch unacknowledged, to be delivered and committed again.
         if result.head > self._announced:
             # Other processes (the relay's, other instances') read the ledger on this at once.
             self._announced = result.head
-            await announce_head(self.nc, result.head)
+            try:
+                await announce_head(self.nc, result.head)
+            except Exception as error:
+                self._publish_failed("head", 1, error)
+        failed, last_error = 0, None
         for outcome in result.outcomes:
             if isinstance(outcome, Rejected):
-                await self._tell_rejected(outcome)
+                try:
+                    await self._tell_rejected(outcome)
+                except Exception as error:
+                    failed, last_error = failed + 1, error
+        if last_error is not None:
+            self._publish_failed("rejected", failed, last_error)
         # Committed: now, and only now, the messages may be acknowledged.
         await ack_all(self.nc, messages)
         self.batches += 1
         self.messages += len(messages)
+
+    def _publish_failed(self, notice: str, count: int, error: Exception) -> None:
+        """Count and log notices that could not be published (one line for a batch's)."""
+        if self.pipeline.metrics is not None:
+            self.pipeline.metrics.publish_failures.labels(notice).inc(count)
+        subject = HEAD_SUBJECT if notice == "head" else "ledger.rejected.<code>"
+        log.warning(
+            "%d %s notice(s) not published on %s, the batch is acknowledged all the same: %s: %s",
+            count,
+            notice,
+            subject,
+            type(error).__name__,
+            error,
+        )
 
     async def _tell_rejected(self, outcome: Rejected) -> None:
         """Publish a stored rejection on `ledger.rejected.<code>`, the original bytes as the body.

@@ -212,3 +212,48 @@ async def test_upgrade_from_0001_with_rows_on_postgresql(fresh_postgres: str) ->
         await _upgrade_from_0001_keeps_the_rows_and_orders_ids_as_bytes(engine)
     finally:
         await engine.dispose()
+
+
+REJECTED_ONE = (
+    "INSERT INTO rejected_messages (received_at, source, subject, headers, raw, code, message, field) "
+    "VALUES (1, 'nats', 'connections.s.connectionCreated', NULL, :raw, 'malformed_json', 'bad', NULL)"
+)
+
+
+async def _upgrade_from_0002_keeps_rejections_and_stores_a_message_once(engine: AsyncEngine) -> None:
+    """0003: rejections stored before it stay, without a message key; a key is unique after it,
+    and rows without one (HTTP, import) never collide."""
+    await migrate(engine, "0002")
+    async with engine.begin() as connection:
+        await connection.execute(text(REJECTED_ONE), {"raw": b"{old"})
+    await migrate(engine)
+    assert await current_revision(engine) == SCHEMA_REVISION
+    assert await _schema_differences(engine) == []
+    assert await _scalars(engine, "SELECT count(*) FROM rejected_messages WHERE message_key IS NULL") == {1}
+    keyed = REJECTED_ONE.replace("field)", "field, message_key)").replace("NULL)", "NULL, :key)")
+    async with engine.begin() as connection:
+        await connection.execute(text(keyed), {"raw": b"{a", "key": "CONNECTIONS:7"})
+        await connection.execute(text(keyed), {"raw": b"{b", "key": None})
+        await connection.execute(text(keyed), {"raw": b"{c", "key": None})
+    with pytest.raises(Exception, match=r"(?i)unique"):
+        async with engine.begin() as connection:
+            await connection.execute(text(keyed), {"raw": b"{a", "key": "CONNECTIONS:7"})
+    assert await _scalars(engine, "SELECT count(*) FROM rejected_messages") == {4}
+    await migrate(engine, "0002", downgrade=True)
+    assert await _scalars(engine, "SELECT count(*) FROM rejected_messages") == {4}
+
+
+async def test_upgrade_from_0002_with_rejections_on_sqlite(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    try:
+        await _upgrade_from_0002_keeps_rejections_and_stores_a_message_once(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrade_from_0002_with_rejections_on_postgresql(fresh_postgres: str) -> None:
+    engine = create_engine(fresh_postgres)
+    try:
+        await _upgrade_from_0002_keeps_rejections_and_stores_a_message_once(engine)
+    finally:
+        await engine.dispose()

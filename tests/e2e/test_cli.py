@@ -236,11 +236,22 @@ def test_a_command_on_a_database_at_the_latest_schema_does_not_load_alembic(tmp_
     assert not re.search(r"\balembic\b", modules_loaded("count", "S1"))
 
 
-@pytest.mark.parametrize("url", ["mysql://x", "not a database url"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://x",
+        "not a database url",
+        "postgresql+asyncpg//ledger:hunter2@db/ledger",
+        "postgresql://ledger:hunter2@db:port/ledger",
+    ],
+)
 def test_a_bad_database_url_is_an_error_that_names_the_setting(url: str, tmp_path: Path) -> None:
     result = _connledger(_environment(url, tmp_path), tmp_path, "count", "S1")
-    assert result.returncode != 0
-    assert "LEDGER_DATABASE_URL" in result.stderr.decode()
+    assert result.returncode == 2
+    stderr = result.stderr.decode()
+    assert "LEDGER_DATABASE_URL" in stderr
+    assert "Traceback" not in stderr
+    assert "hunter2" not in stderr  # the password, masked
     assert result.stdout == b""
 
 

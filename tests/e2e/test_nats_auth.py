@@ -152,3 +152,69 @@ def test_a_wrong_token_is_a_clear_error(guarded_nats: Guarded, tmp_path: Path) -
     assert result.returncode != 0
     assert b"LEDGER_NATS_URL" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+PASSWORD = "hunter2-" + "x7Q"  # distinctive: found nowhere in a log but where it leaked
+
+
+@pytest.fixture
+def password_nats(tmp_path: Path) -> Iterator[int]:
+    """A nats-server that takes user ledger with PASSWORD; its port."""
+    port = free_port()
+    flags = ["-js", "-sd", str(tmp_path / "js"), "-a", "127.0.0.1", "-p", str(port)]
+    process = _start([*flags, "--user", "ledger", "--pass", PASSWORD], port, tmp_path / "nats.log")
+    try:
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_passwords_in_the_urls_never_show_in_the_banner_or_the_log(
+    password_nats: int, database_url: str, tmp_path: Path
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    server = f"nats://ledger:{PASSWORD}@127.0.0.1:{password_nats}"
+    database = make_url(database_url)
+    if database.get_backend_name() == "postgresql":
+        # The test server trusts its clients: any password is let in, and must be masked.
+        database_url = database.set(password=PASSWORD).render_as_string(hide_password=False)
+    service = Service(
+        {"LEDGER_NATS_URL": f"{server},{server}", "LEDGER_DATABASE_URL": database_url}, tmp_path
+    )
+    try:
+        nc = await nats.connect(server)
+        try:
+            await nc.jetstream().publish("connections.s1.connectionCreated", orjson.dumps(body("e1")))
+            answer = await ask(nc, "ledger.sessions.s1.count", {"minPosition": 1})
+            assert answer["position"] == 1
+        finally:
+            await nc.close()
+    finally:
+        assert service.stop() == 0
+    banner = "".join(service.banner)
+    masked = f"nats://ledger:***@127.0.0.1:{password_nats}"
+    assert f"NATS      {masked},{masked}\n" in banner
+    database_line = next(line for line in service.banner if line.startswith("database"))
+    if database.get_backend_name() == "postgresql":
+        assert ":***@" in database_line
+    assert PASSWORD not in banner
+    assert PASSWORD not in service.log.read_text()
+
+
+def test_simulate_says_where_it_publishes_and_why_it_cannot_without_the_password(tmp_path: Path) -> None:
+    urls = f"nats://ledger:{PASSWORD}@127.0.0.1:1,nats://{PASSWORD}@127.0.0.1:2"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "connledger"), "simulate", "--nats", urls, "--duration", "1"],
+        env={**os.environ, "LEDGER_VAR_DIR": str(tmp_path / "var")},
+        capture_output=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 2
+    assert "to nats://ledger:***@127.0.0.1:1,nats://***@127.0.0.1:2;" in stderr  # what it tried
+    assert "LEDGER_NATS_URL: cannot connect to nats://ledger:***@127.0.0.1:1" in stderr
+    assert PASSWORD not in stderr

@@ -12,7 +12,7 @@ holds off inserts into rejected_messages (not into the ledger) while it reads th
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-12-08
+Create Date: 2026-12-04
 """
 
 from __future__ import annotations

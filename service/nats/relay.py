@@ -38,13 +38,13 @@ import nats.errors
 import nats.js.errors
 import orjson
 from nats.aio.client import Client
-from nats.js.api import StorageType, StreamConfig
 
 from service.errors import TransientError
 from service.ledger.checkpoints import read_checkpoint
 from service.ledger.lease import Lease
 from service.ledger.store import LedgerStore, transient_errors
 from service.nats.acked_publisher import AckedPublisher, PublishFailed
+from service.nats.streams import ensure_stream, ledger_stream
 from service.notify import CommitSignal
 from service.settings import Settings
 
@@ -63,13 +63,10 @@ RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 async def ensure_ledger_stream(nc: Client, settings: Settings) -> None:
-    js = nc.jetstream()
-    try:
-        await js.stream_info(settings.ledger_stream)
-    except nats.js.errors.NotFoundError:
-        await js.add_stream(
-            StreamConfig(name=settings.ledger_stream, subjects=["ledger.records.>"], storage=StorageType.FILE)
-        )
+    """LEDGER, created with the settings' limits (streams.py) when missing, whoever starts
+    first: serve or a relay. An existing stream's limits are serve's to apply at its start (and
+    the operator's to change meanwhile), not a relay's to undo as it starts again."""
+    await ensure_stream(nc, *ledger_stream(settings), update=False)
 
 
 class LeaseLost(Exception):

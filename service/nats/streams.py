@@ -82,8 +82,11 @@ def _limited(config: StreamConfig, limits: Limits) -> StreamConfig:
     return config.evolve(max_msg_size=limits.max_msg_size, max_age=limits.max_age, max_bytes=limits.max_bytes)
 
 
-async def ensure_stream(nc: Client, wanted: StreamConfig, limits: Limits) -> StreamConfig:
-    """Create the stream with `limits`, or give an existing one these limits; its config."""
+async def ensure_stream(
+    nc: Client, wanted: StreamConfig, limits: Limits, *, update: bool = True
+) -> StreamConfig:
+    """Create the stream with `limits`, or (with `update`) give an existing one these limits;
+    its config."""
     js = nc.jetstream()
     try:
         try:
@@ -92,7 +95,7 @@ async def ensure_stream(nc: Client, wanted: StreamConfig, limits: Limits) -> Str
             created = await js.add_stream(_limited(wanted, limits))
             return created.config
         config = info.config
-        if not _differs(config, limits):
+        if not update or not _differs(config, limits):
             return config
         log.info(
             "stream %s: max_msg_size %s -> %d, max_age %s -> %g s, max_bytes %s -> %d (from %s)",

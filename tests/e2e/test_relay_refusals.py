@@ -90,8 +90,11 @@ async def test_serve_tells_of_the_refused_record_in_its_metrics(
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
-        await js.add_stream(name="LEDGER", subjects=["ledger.records.>"], max_msg_size=MAX_MSG_SIZE)
         service = service_factory()  # the relay in a child process, the default
+        # The operator lowers the stream's limit while the service runs (serve applies the
+        # settings' limits when it starts).
+        config = (await js.stream_info("LEDGER")).config
+        await js.update_stream(config.evolve(max_msg_size=MAX_MSG_SIZE))
         lines = [
             orjson.dumps(body(f"e{n}", connection=f"c{n}", data=LARGE_DATA if n == 4 else "small"))
             for n in range(1, 9)

@@ -58,6 +58,9 @@ GRANT SELECT, INSERT ON connection_ledger TO ledger_service;
 GRANT SELECT, INSERT, UPDATE ON ledger_sessions, projection_connections, projection_sessions,
     projection_checkpoints TO ledger_service;
 
+-- Claims on the events whose hooks an instance is running: taken, taken over, let go.
+GRANT SELECT, INSERT, UPDATE, DELETE ON hook_claims TO ledger_service;
+
 -- Rejected messages: stored and listed.
 GRANT SELECT, INSERT ON rejected_messages TO ledger_service;
 GRANT USAGE ON SEQUENCE rejected_messages_id_seq TO ledger_service;

@@ -62,7 +62,7 @@ async def open_ledger(
             fail_closed=settings.hooks_fail_closed,
         )
         metrics = Metrics()
-        pipeline = Pipeline(store, hooks, settings.subject_prefix, metrics)
+        pipeline = Pipeline(store, hooks, settings.subject_prefix, metrics, settings.hook_claim_timeout)
         streaming = StreamingReaders(settings.max_streaming_readers, metrics)
         yield Ledger(settings, store, ProjectionQueries(engine), pipeline, metrics, streaming)
     finally:

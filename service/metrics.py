@@ -23,6 +23,11 @@ class Metrics:
         self.ignored = Counter(
             "ledger_events_ignored_total", "Well-formed messages the ledger does not record", registry=r
         )
+        self.deferred = Counter(
+            "ledger_events_deferred_total",
+            "Copies of new events handed back because another process was running their hooks",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "ledger_batch_size",
             "Messages per appended batch",

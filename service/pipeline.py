@@ -6,6 +6,17 @@ An edge hands over a batch of `Incoming` messages and gets back one outcome per 
 order. It acknowledges what it read only after `process` returns, since that is when the
 transaction holding the batch has committed. A TransientError (database unreachable) means
 nothing of the batch was committed: acknowledge nothing and retry.
+
+Hooks are decided once per event, across processes too. Two processes (two instances sharing
+the consumer, or `serve` and `connledger import`) may each hold a copy of one new event at the
+same moment, and each would find it absent from the ledger. So before it runs an event's hooks,
+the pipeline claims the event in the database (store.claim_hooks, committed at once); a copy
+whose event another process has claimed is not appended here but comes back as `Deferred`:
+the edge hands it back (ingest: a delayed redelivery; import: a retry after the batch), and by
+the time it comes again the claimant has appended it and it is a duplicate. A claim is let go
+after its batch commits; one left by a process that died is taken over once it is older than
+LEDGER_HOOK_CLAIM_TIMEOUT, and only then do that event's hooks run a second time (their first
+decision never reached the ledger). Without hooks none of this runs.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +35,7 @@ from service.ledger.model import (
     Appended,
     BatchResult,
     Candidate,
+    Deferred,
     Duplicate,
     IgnoredInput,
     Incoming,
@@ -30,7 +43,7 @@ from service.ledger.model import (
     Rejected,
     Rejection,
 )
-from service.ledger.store import LedgerStore
+from service.ledger.store import LedgerStore, now_ms
 from service.metrics import Metrics
 
 __all__ = ["CommitListener", "Pipeline", "Prepared"]
@@ -50,6 +63,8 @@ class Prepared:
     candidates: list[Candidate] = field(default_factory=list)
     candidate_slots: list[int] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    # Events whose hooks this pipeline claimed and decided: let go once the batch commits.
+    claimed: list[str] = field(default_factory=list)
 
 
 class Pipeline:
@@ -59,11 +74,15 @@ class Pipeline:
         hooks: HookRunner,
         subject_prefix: str = "connections",
         metrics: Metrics | None = None,
+        claim_timeout: float = 300.0,
     ) -> None:
         self.store = store
         self.hooks = hooks
         self.subject_prefix = subject_prefix
         self.metrics = metrics
+        self.claim_timeout_ms = int(claim_timeout * 1000)
+        # Who holds this pipeline's claims on running hooks: one process, one run.
+        self.owner = uuid.uuid4().hex
         # Told of each batch right after it commits, in commit order (the in-memory counts).
         self.listeners: list[CommitListener] = []
 
@@ -97,20 +116,51 @@ class Pipeline:
             prepared.candidate_slots.append(slot)
 
         if self.hooks and prepared.candidates:
-            known = await self.store.known([c.event.id for c in prepared.candidates])
-            decided: set[str] = set()
-            for candidate in prepared.candidates:
-                event_id = candidate.event.id
-                if event_id in known or event_id in decided:
-                    continue  # a duplicate (or conflict): its hooks ran when it was first seen
-                decided.add(event_id)
-                started = time.perf_counter()
-                candidate.decision = await self.hooks.decide(candidate.event)
-                if self.metrics is not None:
-                    self.metrics.hook_seconds.observe(time.perf_counter() - started)
-                    for failure in candidate.decision.failures:
-                        self.metrics.hook_failures.labels(failure.hook).inc()
+            await self._decide(prepared)
         return prepared
+
+    async def _decide(self, prepared: Prepared) -> None:
+        """Run the hooks of the batch's new events, each once: those already in the ledger ran
+        theirs when they were first seen, and those another process has claimed are its to
+        decide (see the module docstring)."""
+        known = await self.store.known([c.event.id for c in prepared.candidates])
+        new = list(dict.fromkeys(c.event.id for c in prepared.candidates if c.event.id not in known))
+        now = now_ms()
+        mine = await self.store.claim_hooks(new, self.owner, now, now - self.claim_timeout_ms)
+        if mine:
+            # Another process may have appended one of them and let go of its claim between
+            # the look-up above and the claim: look again, now that the claim is committed.
+            # Whatever is in the ledger now was decided by that process.
+            late = await self.store.known(list(mine))
+            if late:
+                known.update(late)
+                await self.store.release_hooks(list(late), self.owner)
+                mine.difference_update(late)
+        prepared.claimed = [event_id for event_id in new if event_id in mine]
+        kept: list[Candidate] = []
+        decided: set[str] = set()
+        deferred = 0
+        for candidate in prepared.candidates:
+            event_id = candidate.event.id
+            if event_id not in known and event_id not in mine:
+                prepared.outcomes[candidate.slot] = Deferred(event_id)
+                deferred += 1
+                continue
+            kept.append(candidate)
+            if event_id in known or event_id in decided:
+                continue  # a duplicate (or conflict): its hooks ran when it was first seen
+            decided.add(event_id)
+            started = time.perf_counter()
+            candidate.decision = await self.hooks.decide(candidate.event)
+            if self.metrics is not None:
+                self.metrics.hook_seconds.observe(time.perf_counter() - started)
+                for failure in candidate.decision.failures:
+                    self.metrics.hook_failures.labels(failure.hook).inc()
+        if deferred:
+            prepared.candidates = kept
+            prepared.candidate_slots = [c.slot for c in kept]
+            if self.metrics is not None:
+                self.metrics.deferred.inc(deferred)
 
     async def commit(self, prepared: Prepared) -> BatchResult:
         """Append the batch and store its rejections in one transaction."""
@@ -126,6 +176,14 @@ class Pipeline:
                 if type(outcome) is Appended:
                     changes.append((outcome.position, candidate.event.session_id, outcome.count))
             changes.sort()
+        if prepared.claimed:
+            # Committed: the events are in the ledger, and no process will claim them again.
+            # Letting go is tidying only; a claim left behind is taken over once it is stale.
+            try:
+                await self.store.release_hooks(prepared.claimed, self.owner)
+            except Exception as error:
+                log.warning("letting go of %d hook claims failed: %s", len(prepared.claimed), error)
+            prepared.claimed = []
         outcomes: list[Outcome] = [o for o in prepared.outcomes if o is not None]
         assert len(outcomes) == len(prepared.outcomes), "every message has an outcome"
         result = BatchResult(outcomes, head, changes)
@@ -155,7 +213,7 @@ class Pipeline:
                 duplicates += 1
             elif isinstance(outcome, Rejected):
                 rejected[outcome.code.value] = rejected.get(outcome.code.value, 0) + 1
-            else:
+            elif isinstance(outcome, IgnoredInput):
                 ignored += 1
         for counter, amount in (
             (metrics.appended, appended),

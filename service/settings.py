@@ -128,6 +128,12 @@ class Settings(BaseSettings):
         description="Regular expression: connections whose data matches it are recorded but not "
         "counted (the built-in ignore-by-data hook, run first unless LEDGER_HOOKS places it)",
     )
+    hook_claim_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds after which another instance may run the hooks of an event whose "
+        "claimant neither appended it nor let it go (it died)",
+    )
     relay_mode: Literal["process", "inline", "off"] = Field(
         "process",
         description="Where serve runs the relay: process (a child process, on a core of its own), "

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import BinaryIO, Final
 
-from service.ledger.model import BatchResult, Incoming, Rejected
+from service.ledger.model import BatchResult, Deferred, Incoming, Rejected
 from service.ledger.store import now_ms
 from service.pipeline import Pipeline, Prepared
 
@@ -41,6 +41,8 @@ MAX_REPORTED = 100
 # per batch, during which the service's own appends wait. `--batch-size` trades them back.
 DEFAULT_BATCH_SIZE: Final = 50_000
 MAX_BATCH_SIZE: Final = 200_000
+# The pause before lines handed back as Deferred are processed again.
+DEFERRED_RETRY_SECONDS = 0.2
 # Lines decoded between two turns of the event loop (a few milliseconds of work).
 SLICE: Final = 500
 
@@ -132,6 +134,22 @@ async def _prepare_batch(pipeline: Pipeline, lines: _Lines, size: int) -> tuple[
     return batch, numbers
 
 
+async def _process_until_recorded(
+    pipeline: Pipeline, messages: list[Incoming], numbers: list[int], report: ImportReport
+) -> None:
+    """Process a batch; lines whose events another process was deciding the hooks of (a
+    service ingesting the same events) come back `Deferred`, and are processed again once
+    that process has had the time to append them (pipeline.py)."""
+    while messages:
+        result = await pipeline.process(messages)
+        report.add(result, numbers)
+        waiting = [i for i, outcome in enumerate(result.outcomes) if type(outcome) is Deferred]
+        if waiting:
+            await asyncio.sleep(DEFERRED_RETRY_SECONDS)
+        messages = [messages[i] for i in waiting]
+        numbers = [numbers[i] for i in waiting]
+
+
 async def import_stream(
     pipeline: Pipeline,
     stream: BinaryIO,
@@ -146,7 +164,7 @@ async def import_stream(
             messages, numbers = lines.take(batch_size)
             if not messages:
                 return report
-            report.add(await pipeline.process(messages), numbers)
+            await _process_until_recorded(pipeline, messages, numbers, report)
             if progress is not None:
                 progress(lines.consumed)
     in_flight: asyncio.Task[BatchResult] | None = None

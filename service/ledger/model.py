@@ -16,6 +16,7 @@ from service.hooks.runner import ALLOWED, Decision
 __all__ = [
     "Appended",
     "Candidate",
+    "Deferred",
     "Duplicate",
     "ExistingEvent",
     "IgnoredInput",
@@ -118,7 +119,15 @@ class IgnoredInput:
     kind: str
 
 
-Outcome = Appended | Duplicate | Rejected | IgnoredInput
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A copy of a new event whose hooks another process is running: not appended here; the
+    edge hands it back, to be taken again once that process has appended it."""
+
+    event_id: str
+
+
+Outcome = Appended | Duplicate | Rejected | IgnoredInput | Deferred
 
 
 @dataclass(slots=True)
@@ -139,6 +148,6 @@ class BatchResult:
                 counts["duplicates"] += 1
             elif isinstance(outcome, Rejected):
                 counts["rejected"] += 1
-            else:
+            elif isinstance(outcome, IgnoredInput):
                 counts["ignored"] += 1
         return counts

@@ -158,6 +158,19 @@ ON CONFLICT (name) DO UPDATE SET position = excluded.position
 _COPY_FROM = 200
 
 
+# Claims on running an event's hooks (pipeline.py): a new claim, or one taken over from a
+# claimant that has held it since before the staleness bound.
+_CLAIM_HOOKS = """
+INSERT INTO hook_claims (event_id, owner, claimed_at)
+SELECT jsonb_array_elements_text($1::jsonb), $2, $3
+ON CONFLICT (event_id) DO UPDATE SET owner = excluded.owner, claimed_at = excluded.claimed_at
+WHERE hook_claims.claimed_at < $4
+RETURNING event_id
+"""
+_RELEASE_HOOKS = (
+    "DELETE FROM hook_claims WHERE event_id IN (SELECT jsonb_array_elements_text($1::jsonb)) AND owner = $2"
+)
+
 # Up to this many keys the planner chooses index probes by itself.
 _PLANNED_BY_ITSELF = 1000
 # A range of records as one text of lines, built by the server: one value for the driver to
@@ -307,6 +320,24 @@ class PostgresStore(LedgerStore):
                 async with pg.transaction(isolation="read_committed"):
                     await pg.execute(_KEYED_PLANS_ONLY)
                     return await _PostgresUnit(pg).existing(ids)
+
+    async def claim_hooks(self, ids: Sequence[str], owner: str, now: int, stale_before: int) -> set[str]:
+        ids = list(dict.fromkeys(ids))  # one row per id: an upsert may touch a row once
+        if not ids:
+            return set()
+        with transient_errors():
+            async with self._driver() as pg:
+                # One statement, its own transaction (the engine's autocommit): the claim is
+                # visible to every other process the moment it returns.
+                rows = await pg.fetch(_CLAIM_HOOKS, _json(ids), owner, now, stale_before)
+        return {row[0] for row in rows}
+
+    async def release_hooks(self, ids: Sequence[str], owner: str) -> None:
+        if not ids:
+            return
+        with transient_errors():
+            async with self._driver() as pg:
+                await pg.execute(_RELEASE_HOOKS, _json(ids), owner)
 
     async def rebuild(self) -> int:
         with transient_errors():

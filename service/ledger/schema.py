@@ -14,6 +14,9 @@ It also gives the session listing's cursor the same order on both.
 A rejected NATS message is stored once: `rejected_messages.message_key` names it by stream and
 stream sequence, under a unique index, and a redelivery's rejection is skipped on conflict
 (migration 0003).
+
+`hook_claims` holds the events whose hooks a process is running now, so that two processes
+holding copies of one new event never both run them (migration 0004, pipeline.py).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "LEDGER_COLUMNS",
     "checkpoints",
     "connection_ledger",
+    "hook_claims",
     "ledger_sessions",
     "metadata",
     "projection_connections",
@@ -147,3 +151,11 @@ rejected_messages = Table(
 )
 Index("ix_rejected_messages_code", rejected_messages.c.code)
 Index("uq_rejected_messages_message_key", rejected_messages.c.message_key, unique=True)
+
+hook_claims = Table(
+    "hook_claims",
+    metadata,
+    Column("event_id", _id(128), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("claimed_at", BigInteger, nullable=False),
+)

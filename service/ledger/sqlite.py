@@ -64,6 +64,16 @@ _CONNECTION_STATES = (
     "FROM (VALUES {}) AS k CROSS JOIN projection_connections AS p "
     "ON p.session_id = k.column1 AND p.connection_id = k.column2"
 )
+# Claims on running an event's hooks (pipeline.py): a new claim, or one taken over from a
+# claimant that has held it since before the staleness bound. `WHERE true` tells SQLite's
+# parser that ON CONFLICT belongs to the INSERT, not to the SELECT's join.
+_CLAIM_HOOKS = (
+    "INSERT INTO hook_claims (event_id, owner, claimed_at) "
+    "SELECT value, ?2, ?3 FROM json_each(?1) WHERE true "
+    "ON CONFLICT (event_id) DO UPDATE SET owner = excluded.owner, claimed_at = excluded.claimed_at "
+    "WHERE hook_claims.claimed_at < ?4 RETURNING event_id"
+)
+_RELEASE_HOOKS = "DELETE FROM hook_claims WHERE event_id IN (SELECT value FROM json_each(?1)) AND owner = ?2"
 _INSERT_LEDGER = f"INSERT INTO connection_ledger ({', '.join(LEDGER_COLUMNS)}) VALUES {{}}"
 _UPSERT_LEDGER_SESSIONS = (
     "INSERT INTO ledger_sessions (session_id, last_sequence, first_position, last_position) "
@@ -293,6 +303,24 @@ class SqliteStore(LedgerStore):
                 await db.execute("ROLLBACK")
                 raise
             await db.execute("COMMIT")
+
+    async def claim_hooks(self, ids: Sequence[str], owner: str, now: int, stale_before: int) -> set[str]:
+        ids = list(dict.fromkeys(ids))  # one row per id: an upsert may touch a row once
+        if not ids:
+            return set()
+        with transient_errors():
+            async with self._immediate() as db:
+                rows = await db.execute_fetchall(
+                    _CLAIM_HOOKS, (orjson.dumps(list(ids)).decode(), owner, now, stale_before)
+                )
+        return {row[0] for row in rows}
+
+    async def release_hooks(self, ids: Sequence[str], owner: str) -> None:
+        if not ids:
+            return
+        with transient_errors():
+            async with self._immediate() as db:
+                await db.execute(_RELEASE_HOOKS, (orjson.dumps(list(ids)).decode(), owner))
 
     async def save_position(self, name: str, position: int) -> None:
         with transient_errors():

@@ -295,6 +295,16 @@ class LedgerStore(ABC):
                 future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
+    @abstractmethod
+    async def claim_hooks(self, ids: Sequence[str], owner: str, now: int, stale_before: int) -> set[str]:
+        """Claim the right to run the hooks of the events `ids` for `owner`: those nobody has
+        claimed, and those whose claim was taken before `stale_before` (a process that died
+        holding it); committed at once. Returns the ids now claimed by `owner`."""
+
+    @abstractmethod
+    async def release_hooks(self, ids: Sequence[str], owner: str) -> None:
+        """Let go of `owner`'s claims on `ids` (their events are in the ledger now)."""
+
     async def event_id_at(self, position: int) -> str | None:
         """The id of the event at `position`, or None when the ledger has no such position."""
         with transient_errors():

@@ -33,7 +33,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from service.errors import TransientError
-from service.ledger.model import Incoming, Rejected
+from service.ledger.model import Deferred, Incoming, Rejected
 from service.ledger.store import now_ms
 from service.nats.acks import ack_all, progress_all
 from service.nats.head import HEAD_SUBJECT, announce_head
@@ -47,6 +47,9 @@ __all__ = ["Ingestor", "ensure_connections_stream"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# When a copy of an event whose hooks another instance is running comes again: about when that
+# instance has appended it (a batch's time), not so soon that it is handed back many times.
+DEFERRED_REDELIVERY_SECONDS = 1.0
 # The header block's own framing (NATS/1.0 line, blank line) and the truncation header.
 HEADERS_ALLOWANCE = 128
 
@@ -235,8 +238,17 @@ class Ingestor:
                     failed, last_error = failed + 1, error
         if last_error is not None:
             self._publish_failed("rejected", failed, last_error)
-        # Committed: now, and only now, the messages may be acknowledged.
-        await ack_all(self.nc, messages)
+        # Committed: now, and only now, the messages may be acknowledged. A copy of an event
+        # whose hooks another instance is running was not appended (pipeline.py): it is handed
+        # back, to come again once that instance has appended the event, as a duplicate.
+        if any(type(outcome) is Deferred for outcome in result.outcomes):
+            pairs = list(zip(messages, result.outcomes, strict=True))
+            await ack_all(self.nc, [m for m, outcome in pairs if type(outcome) is not Deferred])
+            for message, outcome in pairs:
+                if type(outcome) is Deferred:
+                    await message.nak(delay=DEFERRED_REDELIVERY_SECONDS)
+        else:
+            await ack_all(self.nc, messages)
         self.batches += 1
         self.messages += len(messages)
 

@@ -37,6 +37,7 @@ TABLES = {
     "ledger_sessions",
     "projection_connections",
     "projection_sessions",
+    "hook_claims",
     "projection_checkpoints",
     "rejected_messages",
 }
@@ -161,6 +162,7 @@ ID_COLUMNS = {
     ("projection_connections", "session_id"),
     ("projection_connections", "connection_id"),
     ("projection_sessions", "session_id"),
+    ("hook_claims", "event_id"),
 }
 
 

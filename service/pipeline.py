@@ -43,7 +43,7 @@ from service.ledger.model import (
     Rejected,
     Rejection,
 )
-from service.ledger.store import LedgerStore, now_ms
+from service.ledger.store import LedgerStore
 from service.metrics import Metrics
 
 __all__ = ["CommitListener", "Pipeline", "Prepared"]
@@ -74,7 +74,7 @@ class Pipeline:
         hooks: HookRunner,
         subject_prefix: str = "connections",
         metrics: Metrics | None = None,
-        claim_timeout: float = 300.0,
+        claim_timeout: float = 120.0,
     ) -> None:
         self.store = store
         self.hooks = hooks
@@ -83,6 +83,8 @@ class Pipeline:
         self.claim_timeout_ms = int(claim_timeout * 1000)
         # Who holds this pipeline's claims on running hooks: one process, one run.
         self.owner = uuid.uuid4().hex
+        # The events it has claimed and not yet let go of (their batches are in hand).
+        self.held: set[str] = set()
         # Told of each batch right after it commits, in commit order (the in-memory counts).
         self.listeners: list[CommitListener] = []
 
@@ -125,8 +127,8 @@ class Pipeline:
         decide (see the module docstring)."""
         known = await self.store.known([c.event.id for c in prepared.candidates])
         new = list(dict.fromkeys(c.event.id for c in prepared.candidates if c.event.id not in known))
-        now = now_ms()
-        mine = await self.store.claim_hooks(new, self.owner, now, now - self.claim_timeout_ms)
+        mine = await self.store.claim_hooks(new, self.owner, self.claim_timeout_ms)
+        self.held.update(mine)
         if mine:
             # Another process may have appended one of them and let go of its claim between
             # the look-up above and the claim: look again, now that the claim is committed.
@@ -136,6 +138,7 @@ class Pipeline:
                 known.update(late)
                 await self.store.release_hooks(list(late), self.owner)
                 mine.difference_update(late)
+                self.held.difference_update(late)
         prepared.claimed = [event_id for event_id in new if event_id in mine]
         kept: list[Candidate] = []
         decided: set[str] = set()
@@ -162,6 +165,13 @@ class Pipeline:
             if self.metrics is not None:
                 self.metrics.deferred.inc(deferred)
 
+    async def renew_claims(self) -> None:
+        """Renew this pipeline's claims on the events of the batches in hand (a long hook, an
+        append waiting behind a rebuild), so that no other process takes them over meanwhile:
+        called as often as the messages themselves are kept in progress."""
+        if self.held:
+            await self.store.claim_hooks(sorted(self.held), self.owner, self.claim_timeout_ms)
+
     async def commit(self, prepared: Prepared) -> BatchResult:
         """Append the batch and store its rejections in one transaction."""
         head = 0
@@ -179,6 +189,7 @@ class Pipeline:
         if prepared.claimed:
             # Committed: the events are in the ledger, and no process will claim them again.
             # Letting go is tidying only; a claim left behind is taken over once it is stale.
+            self.held.difference_update(prepared.claimed)
             try:
                 await self.store.release_hooks(prepared.claimed, self.owner)
             except Exception as error:

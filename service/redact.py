@@ -4,6 +4,9 @@ A URL may carry a password (`nats://user:secret@host`, `postgresql://user:secret
 NATS URL a token (`nats://token@host`). Shown, the password or token becomes `***`; the user
 name, hosts and everything else stay, so that the line still says which server was meant.
 
+A password given as a query parameter (`postgresql://user@host/db?password=secret`, which
+asyncpg reads) is masked the same way.
+
 A URL that does not parse is masked all the same: whatever stands between the first `:` after
 the user name and the last `@` counts as the password (an unencoded `@` or `/` in a password is
 a common reason for a URL not to parse, and must not show the rest of it).
@@ -26,6 +29,10 @@ _USERINFO: Final = re.compile(
     r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s:/@'\"]*)"
     r"(?P<password>:(?:(?!://)[^\s'\"])*)?@"
 )
+# ?password=... or &password=... (asyncpg takes a password so), and the like.
+_SECRET_PARAMETER: Final = re.compile(
+    r"(?P<name>[?&](?:password|sslpassword|token)=)[^&\s'\"#]*", re.IGNORECASE
+)
 # user:password@ with no scheme before it (a URL that lost its "://", or was never given one).
 _BARE_USERINFO: Final = re.compile(r"(?<![\w.+%-])(?P<user>[\w.+%-]+):[^\s@'\"/:]+@")
 
@@ -38,8 +45,13 @@ def _masked_userinfo(scheme: str, user: str, has_password: bool) -> str:
     return user
 
 
+def _masked_parameters(text: str) -> str:
+    return _SECRET_PARAMETER.sub(rf"\g<name>{MASK}", text) if "=" in text else text
+
+
 def mask_url(url: str) -> str:
     """One URL with its password (or a NATS URL's token) replaced by ***."""
+    url = _masked_parameters(url)
     scheme, separator, rest = url.partition("://")
     if not separator:
         scheme, rest = "", url
@@ -58,8 +70,9 @@ def mask_nats_urls(urls: str) -> str:
 
 def mask_secrets(text: str) -> str:
     """Every URL's password (and NATS token) in a message or a log line, masked."""
+    text = _masked_parameters(text)
     if "@" not in text:
-        return text  # the common case, and nothing to mask
+        return text  # the common case, and nothing more to mask
 
     def masked(match: re.Match[str]) -> str:
         scheme = match["scheme"][:-3]

@@ -109,6 +109,15 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP listen port")
     http_token: str = Field("", description="Bearer token required for HTTP writes (POST); empty: none")
     http_token_for_reads: bool = Field(False, description="Require LEDGER_HTTP_TOKEN for HTTP reads too")
+    http_body_budget: int = Field(
+        256 * 1024 * 1024,
+        ge=1001 * MAX_BODY_BYTES,  # one largest request: an array of 1000 events of 64 KiB
+        description="Bytes of HTTP request bodies held at once, over every request; past it 503 "
+        "with Retry-After",
+    )
+    http_body_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client may take to send a request's body; past it 408"
+    )
     http_allowed_hosts: str = Field(
         "",
         description="Host names HTTP answers to while LEDGER_HTTP_TOKEN is unset, comma-separated "
@@ -129,10 +138,11 @@ class Settings(BaseSettings):
         "counted (the built-in ignore-by-data hook, run first unless LEDGER_HOOKS places it)",
     )
     hook_claim_timeout: float = Field(
-        300.0,
+        120.0,
         gt=0,
         description="Seconds after which another instance may run the hooks of an event whose "
-        "claimant neither appended it nor let it go (it died)",
+        "claimant has neither appended it nor renewed its claim (it died); claims are renewed "
+        "with the batch's in-progress notices",
     )
     relay_mode: Literal["process", "inline", "off"] = Field(
         "process",

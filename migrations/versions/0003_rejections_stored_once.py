@@ -2,7 +2,7 @@
 
 A batch committed and then not acknowledged (a crash, a lost connection between the commit and
 the ack) is delivered again, and its rejections were stored again with it. Each rejection of a
-NATS message now carries the message's identity, `<stream>:<stream sequence>`, in
+NATS message now carries the message's identity, `<stream>:<stream sequence>:<time stored>`, in
 `rejected_messages.message_key`, under a unique index; the append inserts it with ON CONFLICT DO
 NOTHING. Rejections from HTTP and import keep NULL there (they have no such identity, and NULLs
 never collide). Rows stored before this migration keep NULL too.

@@ -26,7 +26,7 @@ from service.http.answers import error as _error
 from service.http.answers import json as _json
 from service.http.answers import unavailable
 from service.http.fast_count import CountFastPath
-from service.http.guard import Guard, read_body
+from service.http.guard import Guard, RequestBodies
 from service.http.intake import HttpRejection, events_from_body, vonage_from_body
 from service.http.sse import session_stream
 from service.http.streaming import streamed
@@ -34,6 +34,7 @@ from service.ledger.records import rejected_to_dict
 from service.nats.publisher import EventPublisher
 from service.notify import CommitSignal
 from service.projections.live_counts import LiveCounts
+from service.streaming_readers import RETRY_AFTER_SECONDS
 
 __all__ = ["HttpContext", "create_app"]
 
@@ -75,6 +76,7 @@ def create_app(context: HttpContext) -> FastAPI:
     settings = ledger.settings
     readers = ledger.streaming
     stall = settings.stream_stall_timeout
+    bodies = RequestBodies(settings.http_body_budget, settings.http_body_timeout)
     app = FastAPI(
         title="Connection Ledger",
         version="1",
@@ -85,7 +87,10 @@ def create_app(context: HttpContext) -> FastAPI:
 
     @app.exception_handler(HttpRejection)
     async def _rejected(_: Request, error: HttpRejection) -> Response:
-        return _json(error.body(), error.status)
+        answer = _json(error.body(), error.status)
+        if error.status == 503:
+            answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> Response:
@@ -141,7 +146,8 @@ def create_app(context: HttpContext) -> FastAPI:
         },
     )
     async def post_events(request: Request) -> Response:
-        return await _publish(events_from_body(await read_body(request)))
+        async with bodies.read(request) as raw:
+            return await _publish(events_from_body(raw))
 
     @app.post(
         "/v1/callbacks/vonage",
@@ -156,7 +162,8 @@ def create_app(context: HttpContext) -> FastAPI:
         },
     )
     async def post_vonage(request: Request) -> Response:
-        decoded = vonage_from_body(await read_body(request))
+        async with bodies.read(request) as raw:
+            decoded = vonage_from_body(raw)
         if decoded is None:
             # Not published, so ingest never sees it: counted here, as ingest counts its own.
             context.ledger.metrics.ignored.inc()
@@ -238,7 +245,9 @@ def create_app(context: HttpContext) -> FastAPI:
     async def get_stream(session_id: str, request: Request) -> Response:
         _session(session_id)
         last = request.headers.get("last-event-id")
-        if last is not None and not (last.isascii() and last.isdigit() and int(last) <= MAX_POSITION):
+        if last is not None and not (
+            last.isascii() and last.isdigit() and len(last) <= 19 and int(last) <= MAX_POSITION
+        ):
             raise HttpRejection(
                 422, "invalid_field", "Last-Event-ID must be a ledger position", "Last-Event-ID"
             )

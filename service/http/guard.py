@@ -1,10 +1,13 @@
 """What every HTTP request passes before any route, as plain ASGI middleware (a
 BaseHTTPMiddleware would buffer streaming responses such as SSE through a memory stream):
 
-- the Host header, while no LEDGER_HTTP_TOKEN is set: a web page can make a browser send
-  requests to a service on the browser's own machine under a name the page controls (DNS
-  rebinding); it cannot make that name an IP address, `localhost`, or one the operator lists in
-  LEDGER_HTTP_ALLOWED_HOSTS. With a token, a page cannot add the token, and the check is moot;
+- the Host header of every request the token does not guard (all of them without
+  LEDGER_HTTP_TOKEN; reads, unless LEDGER_HTTP_TOKEN_FOR_READS): a web page can make a browser
+  send requests to a service on the browser's own machine, or its network, under a name the page
+  controls (DNS rebinding), and read the answers; it cannot make that name an IP address,
+  `localhost`, or one the operator lists in LEDGER_HTTP_ALLOWED_HOSTS. A request the token
+  guards needs no such check: a page cannot add the token. Health checks are answered to any
+  Host (a load balancer's probe may use a name of its own, and they tell nothing);
 - the bearer token: writes need LEDGER_HTTP_TOKEN when one is set, reads too with
   LEDGER_HTTP_TOKEN_FOR_READS; health checks never do;
 - writes take `application/json` only: a page may send a cross-site POST without asking first
@@ -19,8 +22,11 @@ token, a number or a host, and never an error of ours.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -29,8 +35,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.http.answers import error
 from service.http.intake import MAX_REQUEST_BYTES, HttpRejection
 from service.settings import Settings
+from service.streaming_readers import RETRY_AFTER_SECONDS
 
-__all__ = ["Guard", "read_body"]
+__all__ = ["Guard", "RequestBodies"]
 
 _UNGUARDED = {"/healthz", "/readyz"}
 _BODILESS = {"GET", "HEAD", "OPTIONS", "DELETE"}
@@ -71,7 +78,7 @@ class Guard:
         self.hosts = {"localhost", settings.http_host.lower()} | {name for name in listed if name}
 
     def _host_allowed(self, host: bytes | None) -> bool:
-        if self.token or self.any_host or host is None:
+        if self.any_host or host is None:
             return True  # a browser always sends Host: a request without one is no page's
         name = _host_name(host).rstrip(".")
         return name in self.hosts or name.endswith(".localhost") or _is_ip(name)
@@ -91,16 +98,16 @@ class Guard:
         await self.app(scope, receive, send)
 
     def _refusal(self, method: str, path: str, headers: dict[bytes, bytes]) -> _Refusal | None:
-        if not self._host_allowed(headers.get(b"host")):
+        writes = method not in _BODILESS
+        guarded = bool(self.token) and path not in _UNGUARDED and (writes or self.for_reads)
+        if not guarded and path not in _UNGUARDED and not self._host_allowed(headers.get(b"host")):
             return _Refusal(
                 400,
                 "invalid_field",
-                "this service does not answer to that Host; add the name to LEDGER_HTTP_ALLOWED_HOSTS, "
-                "or set LEDGER_HTTP_TOKEN",
+                "this service does not answer to that Host; add the name to LEDGER_HTTP_ALLOWED_HOSTS "
+                "(or require LEDGER_HTTP_TOKEN for reads too: LEDGER_HTTP_TOKEN_FOR_READS)",
                 "Host",
             )
-        writes = method not in _BODILESS
-        guarded = self.token and path not in _UNGUARDED and (writes or self.for_reads)
         if guarded and not hmac.compare_digest(headers.get(b"authorization", b""), self.token):
             return _Refusal(
                 401, "unauthorized", "send Authorization: Bearer <LEDGER_HTTP_TOKEN>", "Authorization"
@@ -111,7 +118,8 @@ class Guard:
                 return _Refusal(
                     400, "invalid_field", "Content-Length must be a number of bytes", "Content-Length"
                 )
-            if int(length) > MAX_REQUEST_BYTES:
+            # Compared as text first: int() refuses digit strings of thousands of digits.
+            if len(length) > len(str(MAX_REQUEST_BYTES)) or int(length) > MAX_REQUEST_BYTES:
                 return _Refusal(
                     413, "too_large", f"the request is larger than {MAX_REQUEST_BYTES} bytes", None
                 )
@@ -138,14 +146,51 @@ class _Refusal:
         return answer
 
 
-async def read_body(request: Request) -> bytes:
-    """The request's body, counted as it streams in: a body larger than the bound is refused
-    once it passes it, whatever its Content-Length said or whether it sent one (chunked)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_REQUEST_BYTES:
-            raise HttpRejection(413, "too_large", f"the request is larger than {MAX_REQUEST_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+class RequestBodies:
+    """Request bodies, read within bounds: each one by bytes as it streams in (a body past the
+    request bound is refused once it passes it, whatever its Content-Length said or whether it
+    sent one, chunked), all of them together by LEDGER_HTTP_BODY_BUDGET (the bytes of the
+    bodies being read or handled at once; past it 503 with Retry-After, not memory without
+    end), and each within LEDGER_HTTP_BODY_TIMEOUT seconds (a client that trickles its body
+    holds nothing for longer; 408)."""
+
+    def __init__(self, budget: int, timeout: float) -> None:
+        self.budget = budget
+        self.timeout = timeout
+        self.in_use = 0
+
+    @asynccontextmanager
+    async def read(self, request: Request) -> AsyncIterator[bytes]:
+        """The body, held against the budget until the block ends (its handling included)."""
+        chunks: list[bytes] = []
+        size = held = 0
+        try:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    async for chunk in request.stream():
+                        size += len(chunk)
+                        if size > MAX_REQUEST_BYTES:
+                            raise HttpRejection(
+                                413, "too_large", f"the request is larger than {MAX_REQUEST_BYTES} bytes"
+                            )
+                        if self.in_use + len(chunk) > self.budget:
+                            raise HttpRejection(
+                                503,
+                                "busy",
+                                "request bodies in hand fill LEDGER_HTTP_BODY_BUDGET; send this one again "
+                                f"in {RETRY_AFTER_SECONDS} s",
+                            )
+                        self.in_use += len(chunk)
+                        held += len(chunk)
+                        chunks.append(chunk)
+            except TimeoutError:
+                raise HttpRejection(
+                    408,
+                    "timeout",
+                    f"the body did not arrive within {self.timeout:g} s (LEDGER_HTTP_BODY_TIMEOUT)",
+                ) from None
+            body = b"".join(chunks)
+            chunks.clear()
+            yield body
+        finally:
+            self.in_use -= held

@@ -44,10 +44,12 @@ class Incoming:
 
 
 def message_key(ack_subject: str | None) -> str | None:
-    """`<stream>:<stream sequence>` of a JetStream message, from its delivery's reply subject:
-    the same for every delivery of one message (a redelivery has another delivery count and
-    consumer sequence, never another stream sequence). None when there is none, or it is not
-    a JetStream ack subject.
+    """`<stream>:<stream sequence>:<time stored>` of a JetStream message, from its delivery's
+    reply subject: the same for every delivery of one message (a redelivery has another
+    delivery count and consumer sequence, never another stream sequence or time). The time
+    (nanoseconds) tells apart two messages with one sequence in a stream deleted and created
+    again, whose sequences start over at 1. None when there is none, or it is not a JetStream
+    ack subject.
 
     The subject is $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.
     <pending>, or from nats-server 2.10 on possibly $JS.ACK.<domain>.<account hash>.<stream>...
@@ -58,9 +60,9 @@ def message_key(ack_subject: str | None) -> str | None:
     if tokens[:2] != ["$JS", "ACK"]:
         return None
     if len(tokens) == 9:
-        return f"{tokens[2]}:{tokens[5]}"
+        return f"{tokens[2]}:{tokens[5]}:{tokens[7]}"
     if len(tokens) >= 11:
-        return f"{tokens[4]}:{tokens[7]}"
+        return f"{tokens[4]}:{tokens[7]}:{tokens[9]}"
     return None
 
 

@@ -162,9 +162,10 @@ _COPY_FROM = 200
 # claimant that has held it since before the staleness bound.
 _CLAIM_HOOKS = """
 INSERT INTO hook_claims (event_id, owner, claimed_at)
-SELECT jsonb_array_elements_text($1::jsonb), $2, $3
+SELECT e, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+FROM jsonb_array_elements_text($1::jsonb) AS e ORDER BY e
 ON CONFLICT (event_id) DO UPDATE SET owner = excluded.owner, claimed_at = excluded.claimed_at
-WHERE hook_claims.claimed_at < $4
+WHERE hook_claims.claimed_at < excluded.claimed_at - $3 OR hook_claims.owner = excluded.owner
 RETURNING event_id
 """
 _RELEASE_HOOKS = (
@@ -321,7 +322,7 @@ class PostgresStore(LedgerStore):
                     await pg.execute(_KEYED_PLANS_ONLY)
                     return await _PostgresUnit(pg).existing(ids)
 
-    async def claim_hooks(self, ids: Sequence[str], owner: str, now: int, stale_before: int) -> set[str]:
+    async def claim_hooks(self, ids: Sequence[str], owner: str, timeout_ms: int) -> set[str]:
         ids = list(dict.fromkeys(ids))  # one row per id: an upsert may touch a row once
         if not ids:
             return set()
@@ -329,7 +330,7 @@ class PostgresStore(LedgerStore):
             async with self._driver() as pg:
                 # One statement, its own transaction (the engine's autocommit): the claim is
                 # visible to every other process the moment it returns.
-                rows = await pg.fetch(_CLAIM_HOOKS, _json(ids), owner, now, stale_before)
+                rows = await pg.fetch(_CLAIM_HOOKS, _json(ids), owner, timeout_ms)
         return {row[0] for row in rows}
 
     async def release_hooks(self, ids: Sequence[str], owner: str) -> None:

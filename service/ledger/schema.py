@@ -144,9 +144,9 @@ rejected_messages = Table(
     Column("code", String(32), nullable=False),
     Column("message", Text, nullable=False),
     Column("field", Text, nullable=True),
-    # The NATS message it came from, `<stream>:<stream sequence>` (migration 0003): unique, so
-    # that a message delivered again after its batch committed is not stored twice. NULL for
-    # HTTP and import, which have no such identity (NULLs never collide).
+    # The NATS message it came from, `<stream>:<stream sequence>:<time stored>` (migration
+    # 0003): unique, so that a message delivered again after its batch committed is not stored
+    # twice. NULL for HTTP and import, which have no such identity (NULLs never collide).
     Column("message_key", String(300), nullable=True),
 )
 Index("ix_rejected_messages_code", rejected_messages.c.code)

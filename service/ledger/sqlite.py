@@ -69,9 +69,11 @@ _CONNECTION_STATES = (
 # parser that ON CONFLICT belongs to the INSERT, not to the SELECT's join.
 _CLAIM_HOOKS = (
     "INSERT INTO hook_claims (event_id, owner, claimed_at) "
-    "SELECT value, ?2, ?3 FROM json_each(?1) WHERE true "
+    "SELECT value, ?2, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) "
+    "FROM json_each(?1) WHERE true ORDER BY value "
     "ON CONFLICT (event_id) DO UPDATE SET owner = excluded.owner, claimed_at = excluded.claimed_at "
-    "WHERE hook_claims.claimed_at < ?4 RETURNING event_id"
+    "WHERE hook_claims.claimed_at < excluded.claimed_at - ?3 OR hook_claims.owner = excluded.owner "
+    "RETURNING event_id"
 )
 _RELEASE_HOOKS = "DELETE FROM hook_claims WHERE event_id IN (SELECT value FROM json_each(?1)) AND owner = ?2"
 _INSERT_LEDGER = f"INSERT INTO connection_ledger ({', '.join(LEDGER_COLUMNS)}) VALUES {{}}"
@@ -304,14 +306,14 @@ class SqliteStore(LedgerStore):
                 raise
             await db.execute("COMMIT")
 
-    async def claim_hooks(self, ids: Sequence[str], owner: str, now: int, stale_before: int) -> set[str]:
+    async def claim_hooks(self, ids: Sequence[str], owner: str, timeout_ms: int) -> set[str]:
         ids = list(dict.fromkeys(ids))  # one row per id: an upsert may touch a row once
         if not ids:
             return set()
         with transient_errors():
             async with self._immediate() as db:
                 rows = await db.execute_fetchall(
-                    _CLAIM_HOOKS, (orjson.dumps(list(ids)).decode(), owner, now, stale_before)
+                    _CLAIM_HOOKS, (orjson.dumps(list(ids)).decode(), owner, timeout_ms)
                 )
         return {row[0] for row in rows}
 

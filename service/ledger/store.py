@@ -296,10 +296,13 @@ class LedgerStore(ABC):
             await asyncio.gather(*pending, return_exceptions=True)
 
     @abstractmethod
-    async def claim_hooks(self, ids: Sequence[str], owner: str, now: int, stale_before: int) -> set[str]:
-        """Claim the right to run the hooks of the events `ids` for `owner`: those nobody has
-        claimed, and those whose claim was taken before `stale_before` (a process that died
-        holding it); committed at once. Returns the ids now claimed by `owner`."""
+    async def claim_hooks(self, ids: Sequence[str], owner: str, timeout_ms: int) -> set[str]:
+        """Claim the right to run the hooks of the events `ids` for `owner`, committed at once:
+        those nobody has claimed, those `owner` has claimed already (taken again, and its claim
+        renewed), and those whose claim is older than `timeout_ms` (a process that died holding
+        it). Times are the database's clock, one for every process. Returns the ids now
+        claimed by `owner`. Rows are claimed in id order, so that two claimants of overlapping
+        sets cannot deadlock."""
 
     @abstractmethod
     async def release_hooks(self, ids: Sequence[str], owner: str) -> None:

@@ -156,6 +156,12 @@ class Ingestor:
                 continue  # nothing taken: what waits in the feed is taken at once
             held = [m for batch in list(self._in_hand.values()) for m in batch]
             try:
+                # The claims on their events' hooks too (pipeline.py), for as long as the
+                # messages themselves: a claim let lapse would let another instance run them.
+                await self.pipeline.renew_claims()
+            except Exception as error:
+                log.warning("renewing the claims on the hooks of the batch in hand failed: %s", error)
+            try:
                 await progress_all(self.nc, [*held, *feed.waiting()])
             except Exception as error:  # disconnected: the server redelivers at worst
                 log.warning("telling JetStream the batch in hand is in progress failed: %s", error)

@@ -4,6 +4,7 @@ events at the same moment. On every backend."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -51,7 +52,7 @@ async def test_copies_held_by_two_processes_run_their_hooks_once(ledger: Ledger)
         ("e3", False, None),
     ]
     # Every claim was let go once its event was in the ledger.
-    assert await ledger.store.claim_hooks(["e1", "e2-bot", "e3"], "anyone", 0, -1) == {"e1", "e2-bot", "e3"}
+    assert await ledger.store.claim_hooks(["e1", "e2-bot", "e3"], "anyone", 10**9) == {"e1", "e2-bot", "e3"}
 
 
 async def test_a_claim_left_by_a_process_that_died_is_taken_over_once_stale(ledger: Ledger) -> None:
@@ -61,7 +62,8 @@ async def test_a_claim_left_by_a_process_that_died_is_taken_over_once_stale(ledg
     patient = _pipeline(ledger, calls, "patient", claim_timeout=300)
     waiting = await patient.process([created("e1")])
     assert waiting.outcomes == [Deferred("e1")]
-    eager = _pipeline(ledger, calls, "eager", claim_timeout=0.001)
+    await asyncio.sleep(0.05)
+    eager = _pipeline(ledger, calls, "eager", claim_timeout=0.01)
     taken = await eager.process([created("e1")])
     assert type(taken.outcomes[0]) is Appended
     assert calls["e1"] == 2, "its first decision never reached the ledger: the hooks run again"
@@ -70,4 +72,20 @@ async def test_a_claim_left_by_a_process_that_died_is_taken_over_once_stale(ledg
 async def test_without_hooks_nothing_is_claimed(ledger: Ledger) -> None:
     result = await ledger.pipeline.process([created("e1")])
     assert type(result.outcomes[0]) is Appended
-    assert await ledger.store.claim_hooks(["e1"], "anyone", 0, 0) == {"e1"}
+    assert await ledger.store.claim_hooks(["e1"], "anyone", 10**9) == {"e1"}
+
+
+async def test_a_process_takes_its_own_claims_again_and_renews_them(ledger: Ledger) -> None:
+    calls: Counter[str] = Counter()
+    holder = _pipeline(ledger, calls, "holder", claim_timeout=0.2)
+    await holder.prepare([created("e1")])  # claimed; say its commit failed and it prepares again
+    again = await holder.prepare([created("e1")])
+    assert [c.event.id for c in again.candidates] == ["e1"], "its own claim is its own"
+    # Renewed while its batch is in hand, the claim is not taken over however long that takes.
+    for _ in range(4):
+        await asyncio.sleep(0.1)
+        await holder.renew_claims()
+    rival = _pipeline(ledger, calls, "rival", claim_timeout=0.2)
+    assert (await rival.prepare([created("e1")])).outcomes == [Deferred("e1")]
+    assert type((await holder.commit(again)).outcomes[0]) is Appended
+    assert calls["e1"] == 2  # prepared twice by the holder itself: its last decision is recorded

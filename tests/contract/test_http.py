@@ -538,7 +538,7 @@ async def _fill(publisher: DirectPublisher, events: int, session: str = "big") -
 
 @pytest.fixture
 def few_readers(settings: Settings) -> Settings:
-    return settings.model_copy(update={"max_streaming_readers": 2, "stream_stall_timeout": 1.5})
+    return settings.model_copy(update={"max_streaming_readers": 2, "stream_stall_timeout": 5})
 
 
 @pytest.mark.parametrize("path", ["/v1/events", "/v1/sessions/big/stream"])
@@ -618,7 +618,13 @@ async def test_a_stream_that_cannot_get_a_database_connection_is_a_503(
 
 
 async def asgi_request(
-    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: list[bytes] | None = None
+    app: Any,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    body: list[bytes] | None = None,
+    *,
+    unfinished: bool = False,
 ) -> tuple[int, dict[bytes, bytes], bytes, int]:
     """One request straight into the ASGI app, with headers exactly as given (a client library
     would refuse or fix the odd ones). Returns the status, headers, body, and how many body
@@ -645,7 +651,8 @@ async def asgi_request(
         nonlocal taken
         if taken < len(chunks):
             taken += 1
-            return {"type": "http.request", "body": chunks[taken - 1], "more_body": taken < len(chunks)}
+            more = unfinished or taken < len(chunks)
+            return {"type": "http.request", "body": chunks[taken - 1], "more_body": more}
         if not chunks and taken == 0:
             taken = -1
             return {"type": "http.request", "body": b"", "more_body": False}
@@ -685,6 +692,7 @@ JSON = (b"content-type", b"application/json")
         ),
         ("POST", "/v1/events", [LOCAL, JSON, (b"content-length", "²".encode())], 400, "Content-Length"),
         ("POST", "/v1/events", [LOCAL, JSON, (b"content-length", b"-1")], 400, "Content-Length"),
+        ("POST", "/v1/events", [LOCAL, JSON, (b"content-length", b"9" * 5000)], 413, None),
         ("GET", "/v1/events?after=9223372036854775808", [LOCAL], 422, "after"),
         ("GET", "/v1/events?limit=99999999999999999999", [LOCAL], 422, "limit"),
         ("GET", "/v1/rejected?after=18446744073709551615", [LOCAL], 422, "after"),
@@ -711,7 +719,7 @@ async def test_hostile_requests_get_a_4xx_naming_what_was_wrong(
     path: str,
     headers: list[tuple[bytes, bytes]],
     status: int,
-    field: str,
+    field: str | None,
 ) -> None:
     client, _, publisher = api
     app = client._transport.app  # type: ignore[attr-defined]
@@ -734,16 +742,35 @@ async def test_hosts_that_no_web_page_can_rebind_are_served(
     assert got == 200, answer
 
 
-async def test_listed_hosts_and_a_token_lift_the_host_check(settings: Settings) -> None:
-    for extra in ({"http_allowed_hosts": "ledger.internal, other.example"}, {"http_token": "t0ken"}):
+async def test_listed_hosts_and_the_token_lift_the_host_check(settings: Settings) -> None:
+    listed = {"http_allowed_hosts": "ledger.internal, other.example"}
+    for_writes = {"http_token": "t0ken"}
+    for_all = {"http_token": "t0ken", "http_token_for_reads": True}
+    token = (b"authorization", b"Bearer t0ken")
+    cases = [
+        # (settings, method, host, status)
+        (listed, "GET", b"ledger.internal:8080", 200),
+        (listed, "GET", b"evil.example", 400),
+        # The token guards writes only: reads from a rebound name could still be read by a page.
+        (for_writes, "POST", b"evil.example", 202),
+        (for_writes, "GET", b"evil.example", 400),
+        (for_all, "GET", b"evil.example", 200),
+        # Health checks answer any Host: a load balancer's probe may use a name of its own.
+        (listed, "HEALTH", b"lb.example", 200),
+    ]
+    for extra, method, host, status in cases:
         async with open_ledger(settings.model_copy(update=extra)) as ledger, follow_counts(ledger) as counts:
-            app = create_app(HttpContext(ledger, CommitSignal(), counts, None, _ready))  # type: ignore[arg-type]
-            headers = [(b"host", b"ledger.internal:8080"), (b"authorization", b"Bearer t0ken")]
-            got, _, answer, _ = await asgi_request(app, "GET", "/v1/sessions/S", headers)
-            assert got == 200, (extra, answer)
-            if "http_allowed_hosts" in extra:
-                got, _, _, _ = await asgi_request(app, "GET", "/v1/sessions/S", [(b"host", b"evil.example")])
-                assert got == 400
+            publisher = DirectPublisher(ledger, CommitSignal())
+            app = create_app(HttpContext(ledger, CommitSignal(), counts, publisher, _ready))  # type: ignore[arg-type]
+            headers = [(b"host", host), token, JSON]
+            if method == "POST":
+                got, _, answer, _ = await asgi_request(
+                    app, "POST", "/v1/events", headers, [orjson.dumps(native(f"e-{len(host)}"))]
+                )
+            else:
+                path = "/healthz" if method == "HEALTH" else "/v1/sessions/S"
+                got, _, answer, _ = await asgi_request(app, "GET", path, headers)
+            assert got == status, (extra, method, host, answer)
 
 
 async def test_a_chunked_body_is_refused_once_it_passes_the_bound_not_buffered_whole(
@@ -792,3 +819,33 @@ async def test_a_token_refuses_a_wrong_or_odd_token_on_every_guarded_route(setti
         assert publisher.published == []
         got, _, _, _ = await asgi_request(app, "GET", "/healthz", [LOCAL])
         assert got == 200
+
+
+async def test_request_bodies_are_bounded_together_and_in_time(settings: Settings) -> None:
+    bounded = settings.model_copy(update={"http_body_budget": 70 * 1024 * 1024, "http_body_timeout": 2.0})
+    async with open_ledger(bounded) as ledger, follow_counts(ledger) as counts:
+        publisher = DirectPublisher(ledger, CommitSignal())
+        app = create_app(HttpContext(ledger, CommitSignal(), counts, publisher, _ready))  # type: ignore[arg-type]
+        mib = b" " * (1024 * 1024)
+        # A client that sends 40 MiB of an array and then nothing more: held until its time is up.
+        slow = asyncio.create_task(
+            asgi_request(app, "POST", "/v1/events", [LOCAL, JSON], [b"[", *[mib] * 40], unfinished=True)
+        )
+        await asyncio.sleep(0.5)
+        # Another 40 MiB would pass the budget of bodies in hand: refused for now.
+        got, headers, answer, _ = await asgi_request(
+            app, "POST", "/v1/events", [LOCAL, JSON], [b"[", *[mib] * 40]
+        )
+        assert got == 503, answer
+        assert orjson.loads(answer)["error"] == "busy"
+        assert b"LEDGER_HTTP_BODY_BUDGET" in answer
+        assert headers[b"retry-after"] == b"2"
+        got, _, answer, _ = await asyncio.wait_for(slow, 10)
+        assert got == 408, answer
+        assert b"LEDGER_HTTP_BODY_TIMEOUT" in answer
+        # Both let go of what they held: a request goes through again.
+        got, _, answer, _ = await asgi_request(
+            app, "POST", "/v1/events", [LOCAL, JSON], [orjson.dumps(native("after"))]
+        )
+        assert got == 202, answer
+        assert [subject for subject, _ in publisher.published] == ["connections.s1.connectionCreated"]

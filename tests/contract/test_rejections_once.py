@@ -77,9 +77,12 @@ async def test_rejections_without_a_message_identity_are_stored_each_time(ledger
         "$JS.ACK._.ACCHASH.CONNECTIONS.connection-ledger.3.1234.99.1732700000000000000.7.x9Zq",
     ],
 )
-def test_the_key_is_the_stream_and_stream_sequence_nats_py_reads(reply: str) -> None:
+def test_the_key_is_the_stream_sequence_and_time_nats_py_reads(reply: str) -> None:
     metadata = Msg(None, subject=SUBJECT, reply=reply).metadata  # type: ignore[arg-type]
-    assert message_key(reply) == f"{metadata.stream}:{metadata.sequence.stream}" == "CONNECTIONS:1234"
+    stored_ns = int(metadata.timestamp.timestamp() * 1e9)
+    assert message_key(reply) == "CONNECTIONS:1234:1732700000000000000"
+    assert (metadata.stream, metadata.sequence.stream) == ("CONNECTIONS", 1234)
+    assert abs(stored_ns - 1732700000000000000) < 1000  # the same time, as nats-py reads it
 
 
 @pytest.mark.parametrize("reply", [None, "", "_INBOX.abc.def", "$JS.ACK.too.short"])

@@ -26,6 +26,12 @@ from service.redact import mask_nats_urls, mask_secrets, mask_url
         ("sqlite+aiosqlite:///var/ledger.db", "sqlite+aiosqlite:///var/ledger.db"),
         ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
         ("nats://hunter2@nats-1:4222", "nats://***@nats-1:4222"),  # a token
+        # A password as a query parameter (asyncpg reads it so), alone or among others.
+        ("postgresql://ledger@db/ledger?password=hunter2", "postgresql://ledger@db/ledger?password=***"),
+        (
+            "postgresql://ledger@db/ledger?ssl=require&PASSWORD=hunter2&x=1",
+            "postgresql://ledger@db/ledger?ssl=require&PASSWORD=***&x=1",
+        ),
     ],
 )
 def test_a_url_is_shown_without_its_secret(url: str, shown: str) -> None:

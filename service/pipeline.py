@@ -14,8 +14,9 @@ the pipeline claims the event in the database (store.claim_hooks, committed at o
 whose event another process has claimed is not appended here but comes back as `Deferred`:
 the edge hands it back (ingest: a delayed redelivery; import: a retry after the batch), and by
 the time it comes again the claimant has appended it and it is a duplicate. A claim is let go
-after its batch commits; one left by a process that died is taken over once it is older than
-LEDGER_HOOK_CLAIM_TIMEOUT, and only then do that event's hooks run a second time (their first
+after its batch commits, and renewed while the batch is in hand (`renew_claims`, as its
+messages are kept in progress); one left by a process that died is taken over once it is older
+than LEDGER_HOOK_CLAIM_TIMEOUT, and only then do that event's hooks run a second time (their first
 decision never reached the ledger). Without hooks none of this runs.
 """
 

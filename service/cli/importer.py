@@ -18,6 +18,7 @@ one call). So with hooks each batch is prepared in one call, after the one befor
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -41,6 +42,8 @@ MAX_REPORTED = 100
 # per batch, during which the service's own appends wait. `--batch-size` trades them back.
 DEFAULT_BATCH_SIZE: Final = 50_000
 MAX_BATCH_SIZE: Final = 200_000
+log = logging.getLogger(__name__)
+
 # The pause before lines handed back as Deferred are processed again.
 DEFERRED_RETRY_SECONDS = 0.2
 # Lines decoded between two turns of the event loop (a few milliseconds of work).
@@ -134,6 +137,17 @@ async def _prepare_batch(pipeline: Pipeline, lines: _Lines, size: int) -> tuple[
     return batch, numbers
 
 
+async def _renew_claims(pipeline: Pipeline) -> None:
+    """Renew the claims on the hooks of the batch in hand a few times within their timeout,
+    so that a long batch (slow hooks, a large --batch-size) keeps them (pipeline.py)."""
+    while True:
+        await asyncio.sleep(pipeline.claim_timeout_ms / 3000)
+        try:
+            await pipeline.renew_claims()
+        except Exception as error:
+            log.warning("renewing the claims on the hooks of the batch in hand failed: %s", error)
+
+
 async def _process_until_recorded(
     pipeline: Pipeline, messages: list[Incoming], numbers: list[int], report: ImportReport
 ) -> None:
@@ -160,13 +174,17 @@ async def import_stream(
     report = ImportReport()
     lines = _Lines(stream, source_name)
     if pipeline.hooks:
-        while True:
-            messages, numbers = lines.take(batch_size)
-            if not messages:
-                return report
-            await _process_until_recorded(pipeline, messages, numbers, report)
-            if progress is not None:
-                progress(lines.consumed)
+        renewing = asyncio.create_task(_renew_claims(pipeline))
+        try:
+            while True:
+                messages, numbers = lines.take(batch_size)
+                if not messages:
+                    return report
+                await _process_until_recorded(pipeline, messages, numbers, report)
+                if progress is not None:
+                    progress(lines.consumed)
+        finally:
+            renewing.cancel()
     in_flight: asyncio.Task[BatchResult] | None = None
     in_flight_lines: list[int] = []
     try:

@@ -58,8 +58,15 @@ GRANT SELECT, INSERT ON connection_ledger TO ledger_service;
 GRANT SELECT, INSERT, UPDATE ON ledger_sessions, projection_connections, projection_sessions,
     projection_checkpoints TO ledger_service;
 
--- Claims on the events whose hooks an instance is running: taken, taken over, let go.
-GRANT SELECT, INSERT, UPDATE, DELETE ON hook_claims TO ledger_service;
+-- Claims on the events whose hooks an instance is running: taken, taken over, let go. The
+-- table comes with migration 0004; on an older schema there is nothing to grant yet (run this
+-- file again after the migration).
+DO $$
+BEGIN
+  IF to_regclass('hook_claims') IS NOT NULL THEN
+    GRANT SELECT, INSERT, UPDATE, DELETE ON hook_claims TO ledger_service;
+  END IF;
+END $$;
 
 -- Rejected messages: stored and listed.
 GRANT SELECT, INSERT ON rejected_messages TO ledger_service;

@@ -4,6 +4,7 @@ the schema."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -159,6 +160,12 @@ async def test_the_service_role_appends_and_reads_but_cannot_change_the_ledger(f
         )
         assert result.tally()["appended"] == 3
         assert (await ledger.queries.count("s1"))["count"] == 1
+        # Hook claims (with hooks configured): taken, renewed, taken over and let go.
+        assert await ledger.store.claim_hooks(["h1", "h2"], "one", 60_000) == {"h1", "h2"}
+        assert await ledger.store.claim_hooks(["h1"], "one", 60_000) == {"h1"}
+        await asyncio.sleep(0.01)
+        assert await ledger.store.claim_hooks(["h2"], "other", 1) == {"h2"}
+        await ledger.store.release_hooks(["h1"], "one")
         with pytest.raises(Exception, match="permission denied"):
             await ledger.store.rebuild()  # it is the owner's to run
         for statement in (

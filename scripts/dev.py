@@ -3,6 +3,7 @@
 
     python3 scripts/dev.py serve     # run the service on its embedded default
     python3 scripts/dev.py test      # run the whole test suite
+    python3 scripts/dev.py lint      # ruff (lint and format) and mypy --strict, as CI runs them
     python3 scripts/dev.py <cmd> ... # any other connledger command, e.g. import FILE
 
 Only the standard library is used here, because this is what runs on a fresh clone where
@@ -42,6 +43,25 @@ def ensure_environment() -> None:
     STAMP.write_text(wanted + "\n")
 
 
+# What ruff lints and formats: the code, its tests, benchmarks, migrations and these scripts.
+LINTED = ["service", "tests", "bench", "migrations", "scripts", "setup.py"]
+
+
+def _lint() -> int:
+    """ruff check, ruff format --check and mypy (strict, on service/: pyproject.toml); the
+    first failure's exit status, after running all three."""
+    steps = [
+        [str(_bin("ruff")), "check", *LINTED],
+        [str(_bin("ruff")), "format", "--check", *LINTED],
+        [str(_bin("mypy"))],
+    ]
+    failed = 0
+    for step in steps:
+        code = subprocess.run(step, cwd=ROOT).returncode
+        failed = failed or code
+    return failed
+
+
 def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):  # noqa: UP036 - this script may be run by an older python3
         sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}.")
@@ -50,6 +70,8 @@ def main(argv: list[str]) -> int:
         return 0
     ensure_environment()
     command, rest = argv[0], argv[1:]
+    if command == "lint":
+        return _lint()
     if command == "test":
         args = [str(_bin("python")), "-m", "pytest", *rest]
     else:

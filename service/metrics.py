@@ -72,7 +72,7 @@ class Metrics:
         )
         self.transient_failures = Counter(
             "ledger_transient_failures_total",
-            "Batches retried because the database was unavailable",
+            "Steps of ingest retried because the database was unavailable",
             registry=r,
         )
 

@@ -29,7 +29,6 @@ __all__ = [
     "MIGRATIONS_DIR",
     "SCHEMA_REVISION",
     "create_engine",
-    "dialect_of",
     "ensure_schema",
     "migrate",
     "migration_connection",
@@ -46,10 +45,6 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 SCHEMA_REVISION: Final = "0004"
 SUPPORTED = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 WAL_AUTOCHECKPOINT_PAGES = 10_000
-
-
-def dialect_of(engine: AsyncEngine) -> str:
-    return engine.dialect.name
 
 
 def create_engine(

@@ -211,6 +211,8 @@ class Ingestor:
                 return await step()
             except TransientError as error:
                 log.warning("ledger unavailable, retrying in %.1f s: %s", delay, error)
+                if self.pipeline.metrics is not None:
+                    self.pipeline.metrics.transient_failures.inc()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+import httpx
 import nats
 import orjson
 import pytest
@@ -123,6 +124,12 @@ async def test_a_database_outage_loses_nothing_and_ingest_resumes_by_itself(
         proxy.restore()
         await check_exactly_once(nc, events)
         assert service.process.poll() is None
+        async with httpx.AsyncClient(timeout=10) as client:
+            metrics = (await client.get(f"{service.http_url}/metrics")).text
+        retried = next(
+            line for line in metrics.splitlines() if line.startswith("ledger_transient_failures_total")
+        )
+        assert float(retried.split()[1]) > 0, "the outage's retries are counted"
     finally:
         await nc.close()
         service.stop()

@@ -250,16 +250,24 @@ async def publish_all(nc: Client, traffic: Traffic, count: int | None = None) ->
 
 
 def paced_publish(
-    url: str, subjects: list[str], bodies: list[bytes], rate: float, start_at: float
+    url: str, subjects: list[str], bodies: list[bytes], rate: float, start_at: float, go: str | None = None
 ) -> list[float]:
     """Run in a child process: publish at `rate` events/s from perf_counter() == start_at on;
-    returns each event's publish time (on CLOCK_MONOTONIC, comparable across processes)."""
+    returns each event's publish time (on CLOCK_MONOTONIC, comparable across processes). With
+    `go`, connect first, then wait for that file to appear and take start_at from it (for an
+    instant only the parent learns later)."""
 
     async def run() -> list[float]:
         nc = await nats.connect(url, connect_timeout=5)
         try:
             js = nc.jetstream()
             stamps = [0.0] * len(bodies)
+            nonlocal start_at
+            if go is not None:
+                told = Path(go)
+                while not told.exists():  # noqa: ASYNC110, ASYNC240 - polled every millisecond
+                    await asyncio.sleep(0.001)
+                start_at = float(told.read_text())  # noqa: ASYNC240
             await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
             sent = 0
             while sent < len(bodies):

@@ -34,7 +34,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import nats
@@ -52,6 +51,7 @@ from ingest_nats import (
     SqliteBackend,
     make_traffic,
     now,
+    paced_publish,
     percentile,
     run_loop,
     say,
@@ -59,38 +59,6 @@ from ingest_nats import (
 )
 
 MS = 1000.0
-
-
-def publish_when_told(
-    url: str, subjects: list[str], bodies: list[bytes], rate: float, go: str
-) -> list[float]:
-    """In a child process: connect, wait for the file `go` (the parent's "ready" instant on
-    CLOCK_MONOTONIC), then publish at `rate` from that instant on, as a client that waited for
-    "ready" would. Returns each event's publish time."""
-
-    async def run() -> list[float]:
-        nc = await nats.connect(url, connect_timeout=5)
-        try:
-            js = nc.jetstream()
-            told = Path(go)
-            while not told.exists():  # noqa: ASYNC110, ASYNC240 - polled every millisecond
-                await asyncio.sleep(0.001)
-            start_at = float(told.read_text())  # noqa: ASYNC240
-            stamps = [0.0] * len(bodies)
-            sent = 0
-            while sent < len(bodies):
-                due = min(len(bodies), int((time.perf_counter() - start_at) * rate) + 1)
-                while sent < due:
-                    stamps[sent] = time.perf_counter()
-                    await js.publish_async(subjects[sent], bodies[sent])
-                    sent += 1
-                await asyncio.sleep(0.002)
-            await asyncio.wait_for(js.publish_async_completed(), 60)
-            return stamps
-        finally:
-            await nc.close()
-
-    return run_loop(run())
 
 
 async def one_run(
@@ -116,7 +84,7 @@ async def one_run(
             # publish is then the service's time, not the client's connect.
             go = folder / "go"
             publishing = asyncio.get_running_loop().run_in_executor(
-                pool, publish_when_told, server.url, traffic.subjects, traffic.bodies, args.rate, str(go)
+                pool, paced_publish, server.url, traffic.subjects, traffic.bodies, args.rate, 0.0, str(go)
             )
             await service.start()
             ready = service.ready

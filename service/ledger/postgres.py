@@ -322,23 +322,16 @@ class PostgresStore(LedgerStore):
                     await pg.execute(_KEYED_PLANS_ONLY)
                     return await _PostgresUnit(pg).existing(ids)
 
-    async def claim_hooks(self, ids: Sequence[str], owner: str, timeout_ms: int) -> set[str]:
-        ids = list(dict.fromkeys(ids))  # one row per id: an upsert may touch a row once
-        if not ids:
-            return set()
-        with transient_errors():
-            async with self._driver() as pg:
-                # One statement, its own transaction (the engine's autocommit): the claim is
-                # visible to every other process the moment it returns.
-                rows = await pg.fetch(_CLAIM_HOOKS, _json(ids), owner, timeout_ms)
+    async def _claim(self, ids_json: str, owner: str, timeout_ms: int) -> set[str]:
+        async with self._driver() as pg:
+            # One statement, its own transaction (the engine's autocommit): the claim is
+            # visible to every other process the moment it returns.
+            rows = await pg.fetch(_CLAIM_HOOKS, ids_json, owner, timeout_ms)
         return {row[0] for row in rows}
 
-    async def release_hooks(self, ids: Sequence[str], owner: str) -> None:
-        if not ids:
-            return
-        with transient_errors():
-            async with self._driver() as pg:
-                await pg.execute(_RELEASE_HOOKS, _json(ids), owner)
+    async def _release(self, ids_json: str, owner: str) -> None:
+        async with self._driver() as pg:
+            await pg.execute(_RELEASE_HOOKS, ids_json, owner)
 
     async def rebuild(self) -> int:
         with transient_errors():

@@ -306,23 +306,14 @@ class SqliteStore(LedgerStore):
                 raise
             await db.execute("COMMIT")
 
-    async def claim_hooks(self, ids: Sequence[str], owner: str, timeout_ms: int) -> set[str]:
-        ids = list(dict.fromkeys(ids))  # one row per id: an upsert may touch a row once
-        if not ids:
-            return set()
-        with transient_errors():
-            async with self._immediate() as db:
-                rows = await db.execute_fetchall(
-                    _CLAIM_HOOKS, (orjson.dumps(list(ids)).decode(), owner, timeout_ms)
-                )
+    async def _claim(self, ids_json: str, owner: str, timeout_ms: int) -> set[str]:
+        async with self._immediate() as db:
+            rows = await db.execute_fetchall(_CLAIM_HOOKS, (ids_json, owner, timeout_ms))
         return {row[0] for row in rows}
 
-    async def release_hooks(self, ids: Sequence[str], owner: str) -> None:
-        if not ids:
-            return
-        with transient_errors():
-            async with self._immediate() as db:
-                await db.execute(_RELEASE_HOOKS, (orjson.dumps(list(ids)).decode(), owner))
+    async def _release(self, ids_json: str, owner: str) -> None:
+        async with self._immediate() as db:
+            await db.execute(_RELEASE_HOOKS, (ids_json, owner))
 
     async def save_position(self, name: str, position: int) -> None:
         with transient_errors():

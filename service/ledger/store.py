@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing, contextmanager
 from typing import Any
 
+import orjson
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -295,7 +296,6 @@ class LedgerStore(ABC):
                 future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    @abstractmethod
     async def claim_hooks(self, ids: Sequence[str], owner: str, timeout_ms: int) -> set[str]:
         """Claim the right to run the hooks of the events `ids` for `owner`, committed at once:
         those nobody has claimed, those `owner` has claimed already (taken again, and its claim
@@ -303,10 +303,26 @@ class LedgerStore(ABC):
         it). Times are the database's clock, one for every process. Returns the ids now
         claimed by `owner`. Rows are claimed in id order, so that two claimants of overlapping
         sets cannot deadlock."""
+        unique = list(dict.fromkeys(ids))  # one row per id: an upsert may touch a row once
+        if not unique:
+            return set()
+        with transient_errors():
+            return await self._claim(orjson.dumps(unique).decode(), owner, timeout_ms)
 
-    @abstractmethod
     async def release_hooks(self, ids: Sequence[str], owner: str) -> None:
         """Let go of `owner`'s claims on `ids` (their events are in the ledger now)."""
+        if not ids:
+            return
+        with transient_errors():
+            await self._release(orjson.dumps(list(ids)).decode(), owner)
+
+    @abstractmethod
+    async def _claim(self, ids_json: str, owner: str, timeout_ms: int) -> set[str]:
+        """claim_hooks' one statement, in a transaction of its own, on ids as a JSON array."""
+
+    @abstractmethod
+    async def _release(self, ids_json: str, owner: str) -> None:
+        """release_hooks' one statement, in a transaction of its own."""
 
     async def event_id_at(self, position: int) -> str | None:
         """The id of the event at `position`, or None when the ledger has no such position."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,13 +34,11 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise TimeoutError(f"nothing listens on {port}")
 
 
-@pytest.fixture
-def nats_url(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
+@contextmanager
+def running_nats_server(*arguments: str, port: int) -> Iterator[str]:
+    """The bundled nats-server with `arguments`, listening on `port`; its URL until the end."""
     process = subprocess.Popen(
-        [str(find_binary()), "-js", "-sd", str(tmp_path / "js"), "-a", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [str(find_binary()), *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_for_port(port)
@@ -47,6 +46,15 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    with running_nats_server(
+        "-js", "-sd", str(tmp_path / "js"), "-a", "127.0.0.1", "-p", str(port), port=port
+    ) as url:
+        yield url
 
 
 class Service:

@@ -6,7 +6,6 @@ ingest holds no more bytes of delivered, unacknowledged messages than LEDGER_ING
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +15,9 @@ import orjson
 import pytest
 
 from service.errors import ConfigurationError
-from service.nats.embedded import find_binary
 from service.nats.streams import ensure_streams
 from service.settings import load_settings
-from tests.e2e.conftest import Service, free_port, wait_for_port
+from tests.e2e.conftest import Service, free_port, running_nats_server
 from tests.e2e.natsutil import publish_all, wait_for_head
 from tests.helpers import body, writer_lock_held
 
@@ -91,15 +89,8 @@ def small_jetstream(tmp_path: Path) -> Iterator[str]:
     config.write_text(
         f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{tmp_path / "js"}", max_file_store: 64MB }}\n'
     )
-    process = subprocess.Popen(
-        [str(find_binary()), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_port(port)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
+    with running_nats_server("-c", str(config), port=port) as url:
+        yield url
 
 
 async def test_a_limit_the_server_refuses_is_an_error_naming_the_setting(small_jetstream: str) -> None:

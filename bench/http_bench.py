@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from service.nats.embedded import find_binary  # noqa: E402
-from service.traffic import generate  # noqa: E402
+from service.simulation.traffic import generate  # noqa: E402
 
 BIN = Path(sys.executable).parent
 ADMIN_PG = os.environ.get("LEDGER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

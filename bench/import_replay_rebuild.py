@@ -19,7 +19,7 @@ For each backend, in a fresh database:
 
 Each step runs in a child process, timed by wall clock; its peak RSS is that child's own
 (measured by /usr/bin/time). Steps 1, 3, 4 and 5 run --runs times and the median is printed. The input file is
-generated once by service.traffic.generate and cached under bench/.data/.
+generated once by service.simulation.traffic.generate and cached under bench/.data/.
 
 With --verify, the replay output is also checked byte for byte against the records encoded one
 by one in Python (records.record_json), and the projection after `rebuild` against the one the
@@ -54,7 +54,7 @@ from service.cli.importer import DEFAULT_BATCH_SIZE  # noqa: E402
 from service.ledger.database import WAL_AUTOCHECKPOINT_PAGES  # noqa: E402
 from service.ledger.records import RECORD_COLUMNS, record_json  # noqa: E402
 from service.ledger.schema import LEDGER_COLUMNS  # noqa: E402
-from service.traffic import generate  # noqa: E402
+from service.simulation.traffic import generate  # noqa: E402
 
 DATA = ROOT / "bench" / ".data"
 CONNLEDGER = Path(sys.executable).parent / "connledger"

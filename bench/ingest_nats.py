@@ -89,7 +89,7 @@ from service.ledger.database import create_engine  # noqa: E402
 from service.nats.embedded import find_binary  # noqa: E402
 from service.nats.ingest import ensure_connections_stream  # noqa: E402
 from service.settings import Settings  # noqa: E402
-from service.traffic import generate  # noqa: E402
+from service.simulation.traffic import generate  # noqa: E402
 
 CONNLEDGER = Path(sys.executable).parent / "connledger"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"

@@ -8,8 +8,8 @@ from typing import Any
 
 from service import schemas
 from service.errors import RejectCode
-from service.nats.head import HEAD_SUBJECT
 from service.settings import Settings
+from service.subjects import HEAD as HEAD_SUBJECT
 
 __all__ = ["asyncapi_document"]
 

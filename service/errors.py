@@ -18,11 +18,13 @@ from enum import StrEnum
 
 __all__ = [
     "ConfigurationError",
+    "ErrorCode",
     "HookLoadError",
     "LedgerError",
     "RejectCode",
     "RejectedInput",
     "TransientError",
+    "error_body",
 ]
 
 
@@ -35,6 +37,29 @@ class RejectCode(StrEnum):
     TOO_LARGE = "too_large"
     SUBJECT_MISMATCH = "subject_mismatch"
     CONFLICT = "conflict"
+
+
+class ErrorCode(StrEnum):
+    """The `error` of an answer that refuses a request, over HTTP and NATS request/reply alike.
+    Refused input keeps its RejectCode (`invalid_field`, `malformed_json`, `too_large`); these
+    are the refusals that are not about an event."""
+
+    # For now, not for good: the database or NATS cannot be reached; ask again.
+    UNAVAILABLE = "unavailable"
+    # Too many clients at once (LEDGER_MAX_STREAMING_READERS, LEDGER_HTTP_BODY_BUDGET); ask again.
+    BUSY = "busy"
+    UNAUTHORIZED = "unauthorized"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    TIMEOUT = "timeout"
+    NOT_FOUND = "not_found"
+    # Any other HTTP-level refusal (a method not allowed, say).
+    HTTP_ERROR = "http_error"
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, str | None]:
+    """The one shape of every refusal: `{"error": <code>, "message": ..., "field": ...}`, where
+    `field` names the field, parameter or header at fault (null when none is)."""
+    return {"error": code, "message": message, "field": field}
 
 
 class LedgerError(Exception):

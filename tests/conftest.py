@@ -16,8 +16,9 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from service.bootstrap import Ledger, open_ledger
+from service.app.bootstrap import open_ledger
 from service.ledger.database import create_engine, migrate
+from service.pipeline.ledger_service import LedgerService
 from service.settings import Settings, load_settings
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -123,6 +124,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def ledger(settings: Settings) -> AsyncIterator[Ledger]:
+async def ledger(settings: Settings) -> AsyncIterator[LedgerService]:
     async with open_ledger(settings) as opened:
         yield opened

@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 from sqlalchemy.engine import make_url
 
-from service.ledger.model import Incoming
+from service.inbound import Incoming
 from service.ledger.postgres import LEDGER_LOCK
 
 CREATED = "connectionCreated"

@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from service.bootstrap import Ledger, open_ledger
+from service.app.bootstrap import open_ledger
+from service.app.process_tuning import settle_for_bulk_work
 from service.cli.importer import (
     DEFAULT_BATCH_SIZE,
     MAX_BATCH_SIZE,
@@ -24,7 +25,7 @@ from service.cli.output import Output
 from service.errors import ConfigurationError, TransientError
 from service.events import is_session_id
 from service.ledger.records import rejected_to_dict
-from service.runtime import settle_for_bulk_work
+from service.pipeline.ledger_service import LedgerService
 from service.settings import Settings, load_settings, settings_help
 
 __all__ = ["main"]
@@ -42,7 +43,7 @@ DATABASE_HINT = "Check LEDGER_DATABASE_URL and that the database is up."
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON even on a terminal.")
 
 
-def _run(work: Callable[[Ledger], Awaitable[T]], **ledger_options: Any) -> T:
+def _run(work: Callable[[LedgerService], Awaitable[T]], **ledger_options: Any) -> T:
     """Open the ledger from the settings, run `work`, and turn known failures into messages."""
 
     async def runner() -> T:
@@ -67,7 +68,7 @@ def cli() -> None:
 
 def _run_process(main: Callable[[Settings], Coroutine[Any, Any, int]]) -> None:
     """Run a long-lived command (serve, relay) with its logging, and exit with its status."""
-    from service.serve import configure_logging
+    from service.logs import configure_logging
 
     configure_logging()
     try:
@@ -85,7 +86,7 @@ def serve() -> None:
 
     With no LEDGER_NATS_URL it starts the bundled nats-server (JetStream under the var folder);
     with no LEDGER_DATABASE_URL it keeps the ledger in SQLite under the var folder."""
-    from service.serve import serve
+    from service.app.serve import serve
 
     _run_process(serve)
 
@@ -97,7 +98,7 @@ def relay(watch_stdin: bool) -> None:
 
     serve runs one itself (LEDGER_RELAY_MODE); run this beside instances that have
     LEDGER_RELAY_MODE=off. Needs LEDGER_NATS_URL."""
-    from service.nats.relay_runner import run_relay
+    from service.app.relay_command import run_relay
 
     _run_process(lambda settings: run_relay(settings, watch_stdin=watch_stdin))
 
@@ -123,8 +124,8 @@ def simulate(
     import time
 
     from service.redact import mask_nats_urls
-    from service.simulate import nats_url_for_simulation
-    from service.simulate import simulate as run_simulation
+    from service.simulation.run import nats_url_for_simulation
+    from service.simulation.run import simulate as run_simulation
 
     settings = load_settings()
     url = nats_url or nats_url_for_simulation(settings)
@@ -169,7 +170,7 @@ def asyncapi() -> None:
 def migrate() -> None:
     """Create or upgrade the database schema (the service does this at start too)."""
 
-    async def work(ledger: Ledger) -> None:
+    async def work(ledger: LedgerService) -> None:
         return None
 
     _run(work)
@@ -196,7 +197,7 @@ def import_(path: str, batch_size: int, as_json: bool) -> None:
     except OSError as error:
         raise click.BadParameter(f"cannot read {path!r}: {error.strerror}", param_hint="FILE") from None
 
-    async def work(ledger: Ledger) -> Any:
+    async def work(ledger: LedgerService) -> Any:
         settle_for_bulk_work()
         if not sys.stderr.isatty():
             return await import_stream(ledger.pipeline, stream, name, batch_size)
@@ -247,7 +248,7 @@ def count(session_id: str, as_json: bool) -> None:
     """A session's live connection count."""
     out = Output(as_json)
 
-    async def work(ledger: Ledger) -> dict[str, Any]:
+    async def work(ledger: LedgerService) -> dict[str, Any]:
         return await ledger.queries.count(session_id)
 
     out.document(_run(work, with_hooks=False), title=f"session {session_id}")
@@ -260,7 +261,7 @@ def sessions(everything: bool, as_json: bool) -> None:
     """Sessions with their counts: active ones, or --all."""
     out = Output(as_json)
 
-    async def work(ledger: Ledger) -> list[dict[str, Any]]:
+    async def work(ledger: LedgerService) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
@@ -290,7 +291,7 @@ def replay(session_id: str | None, after: int, limit: int | None, as_json: bool)
     """Ledger records in position order, as NDJSON (streamed, any size)."""
     out = Output(as_json)
 
-    async def work(ledger: Ledger) -> None:
+    async def work(ledger: LedgerService) -> None:
         settle_for_bulk_work()
         if out.json:
             # Encoded by the database, a page at a time (see ledger/records.py): the bytes of
@@ -320,7 +321,7 @@ def replay(session_id: str | None, after: int, limit: int | None, as_json: bool)
 def rebuild() -> None:
     """Drop the projections and rebuild them from the ledger (hooks are not called)."""
 
-    async def work(ledger: Ledger) -> int:
+    async def work(ledger: LedgerService) -> int:
         return await ledger.store.rebuild()
 
     head = _run(work, with_hooks=False)
@@ -335,7 +336,7 @@ def rejected(after: int, limit: int | None, as_json: bool) -> None:
     """Messages that could not be appended, with why (the raw bytes base64 in JSON)."""
     out = Output(as_json)
 
-    async def work(ledger: Ledger) -> None:
+    async def work(ledger: LedgerService) -> None:
         async with aclosing(ledger.store.rejected(after=after, limit=limit)) as pages:
             async for rows in pages:
                 items = [rejected_to_dict(r) for r in rows]

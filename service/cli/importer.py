@@ -26,9 +26,12 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import BinaryIO, Final
 
-from service.ledger.model import BatchResult, Deferred, Incoming, Rejected
+from service.inbound import Incoming
+from service.ledger.model import Rejected
 from service.ledger.store import now_ms
-from service.pipeline import Pipeline, Prepared
+from service.pipeline.batches import Pipeline, Prepared
+from service.pipeline.outcomes import BatchResult, Deferred
+from service.subjects import HEADER_IMPORT_LINE, HEADER_IMPORT_SOURCE
 
 __all__ = ["DEFAULT_BATCH_SIZE", "MAX_BATCH_SIZE", "ImportReport", "import_stream", "open_input"]
 
@@ -109,7 +112,7 @@ class _Lines:
                         received,
                         "import",
                         None,
-                        {"Ledger-Import-Source": source, "Ledger-Import-Line": str(number)},
+                        {HEADER_IMPORT_SOURCE: source, HEADER_IMPORT_LINE: str(number)},
                     )
                 )
                 numbers.append(number)
@@ -139,7 +142,7 @@ async def _prepare_batch(pipeline: Pipeline, lines: _Lines, size: int) -> tuple[
 
 async def _renew_claims(pipeline: Pipeline) -> None:
     """Renew the claims on the hooks of the batch in hand a few times within their timeout,
-    so that a long batch (slow hooks, a large --batch-size) keeps them (pipeline.py)."""
+    so that a long batch (slow hooks, a large --batch-size) keeps them (pipeline/batches.py)."""
     while True:
         await asyncio.sleep(pipeline.claim_timeout_ms / 3000)
         try:
@@ -153,7 +156,7 @@ async def _process_until_recorded(
 ) -> None:
     """Process a batch; lines whose events another process was deciding the hooks of (a
     service ingesting the same events) come back `Deferred`, and are processed again once
-    that process has had the time to append them (pipeline.py)."""
+    that process has had the time to append them (pipeline/batches.py)."""
     while messages:
         result = await pipeline.process(messages)
         report.add(result, numbers)

@@ -2,14 +2,12 @@
 
 from service.hooks.event import CancelableEvent, ConnectionView
 from service.hooks.loader import HookFactory, NamedHook, load_hooks
-from service.hooks.runner import Decision, HookFailure, HookRunner
+from service.hooks.runner import HookRunner
 
 __all__ = [
     "CancelableEvent",
     "ConnectionView",
-    "Decision",
     "HookFactory",
-    "HookFailure",
     "HookRunner",
     "NamedHook",
     "load_hooks",

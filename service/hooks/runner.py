@@ -16,34 +16,13 @@ import asyncio
 import inspect
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from service.decisions import ALLOWED, Decision, HookFailure
 from service.events import Event
 from service.hooks.event import CancelableEvent
 from service.hooks.loader import NamedHook
 
-__all__ = ["Decision", "HookFailure", "HookRunner"]
-
-
-@dataclass(frozen=True, slots=True)
-class HookFailure:
-    hook: str
-    error: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"hook": self.hook, "error": self.error}
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the hooks decided for one event; stored on its ledger row."""
-
-    prevented: bool = False
-    prevented_by: str | None = None
-    failures: tuple[HookFailure, ...] = ()
-
-
-ALLOWED = Decision()
+__all__ = ["HookRunner"]
 
 
 class HookRunner:

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from fastapi.responses import Response
 
+from service.errors import error_body
 from service.streaming_readers import RETRY_AFTER_SECONDS
 
 __all__ = ["error", "json", "unavailable"]
@@ -18,7 +19,7 @@ def json(body: Any, status: int = 200) -> Response:
 
 
 def error(status: int, code: str, message: str, field: str | None) -> Response:
-    return json({"error": code, "message": message, "field": field}, status)
+    return json(error_body(code, message, field), status)
 
 
 def unavailable(code: str, message: str) -> Response:

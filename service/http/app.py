@@ -4,11 +4,11 @@ pipeline's publisher, the queries and the store, and answers. Errors are JSON na
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import orjson
 from fastapi import FastAPI, Query, Request
@@ -19,8 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import schemas
 from service.asyncapi import asyncapi_document
-from service.bootstrap import Ledger
-from service.errors import TransientError
+from service.commit_signal import CommitSignal
+from service.errors import ErrorCode, TransientError
 from service.events import MAX_POSITION, is_session_id
 from service.http.answers import error as _error
 from service.http.answers import json as _json
@@ -31,10 +31,10 @@ from service.http.intake import HttpRejection, events_from_body, vonage_from_bod
 from service.http.sse import session_stream
 from service.http.streaming import streamed
 from service.ledger.records import rejected_to_dict
-from service.nats.publisher import EventPublisher
-from service.notify import CommitSignal
-from service.projections.live_counts import LiveCounts
+from service.pipeline.ledger_service import LedgerService
+from service.pipeline.live_counts import LiveCounts
 from service.streaming_readers import RETRY_AFTER_SECONDS
+from service.subjects import event_subject
 
 __all__ = ["HttpContext", "create_app"]
 
@@ -42,12 +42,20 @@ STATIC = Path(__file__).parent / "static"
 NDJSON = "application/x-ndjson"
 
 
+class Forwarder(Protocol):
+    """Where accepted events go: the CONNECTIONS stream (the composition root hands in the NATS
+    edge's publisher). `publish` returns once every message is stored, and raises
+    TransientError otherwise."""
+
+    async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None: ...
+
+
 @dataclass(slots=True)
 class HttpContext:
-    ledger: Ledger
+    ledger: LedgerService
     committed: CommitSignal
     counts: LiveCounts
-    publisher: EventPublisher | None
+    publisher: Forwarder | None
     ready: Callable[[], Awaitable[dict[str, bool]]]
 
 
@@ -100,11 +108,11 @@ def create_app(context: HttpContext) -> FastAPI:
 
     @app.exception_handler(TransientError)
     async def _unavailable(_: Request, error: TransientError) -> Response:
-        return unavailable("unavailable", str(error))
+        return unavailable(ErrorCode.UNAVAILABLE, str(error))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> Response:
-        return _error(error.status_code, "http_error", str(error.detail), None)
+        return _error(error.status_code, ErrorCode.HTTP_ERROR, str(error.detail), None)
 
     # Added first, so it runs inside the Guard: tokens are checked before any answer.
     app.add_middleware(CountFastPath, counts=context.counts, settings=settings)
@@ -112,10 +120,10 @@ def create_app(context: HttpContext) -> FastAPI:
 
     async def _publish(events: list[tuple[Any, bytes]]) -> Response:
         if context.publisher is None:
-            return _error(503, "unavailable", "this instance does not take writes (no NATS)", None)
+            return _error(503, ErrorCode.UNAVAILABLE, "this instance does not take writes (no NATS)", None)
         prefix = settings.subject_prefix
         await context.publisher.publish(
-            [(f"{prefix}.{event.session_id}.{event.type.value}", raw) for event, raw in events]
+            [(event_subject(prefix, event.session_id, event.type.value), raw) for event, raw in events]
         )
         return _json({"accepted": len(events)}, 202)
 
@@ -301,7 +309,7 @@ def create_app(context: HttpContext) -> FastAPI:
     async def static(name: str) -> Response:
         path = STATIC / name
         if "/" in name or not path.is_file():
-            return _error(404, "not_found", f"no static file {name!r}", None)
+            return _error(404, ErrorCode.NOT_FOUND, f"no static file {name!r}", None)
         return FileResponse(path)
 
     return app

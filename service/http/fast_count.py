@@ -15,9 +15,9 @@ from urllib.parse import unquote
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import TransientError
+from service.errors import ErrorCode, TransientError, error_body
 from service.events import is_session_id
-from service.projections.live_counts import LiveCounts
+from service.pipeline.live_counts import LiveCounts
 from service.settings import Settings
 
 __all__ = ["CountFastPath"]
@@ -68,7 +68,7 @@ class CountFastPath:
             body = orjson.dumps(await self.counts.count(session_id, min_position, self.max_wait))
         except TransientError as error:
             status = 503
-            body = orjson.dumps({"error": "unavailable", "message": str(error), "field": None})
+            body = orjson.dumps(error_body(ErrorCode.UNAVAILABLE, str(error)))
         await send(
             {
                 "type": "http.response.start",

@@ -32,6 +32,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.errors import ErrorCode, RejectCode
 from service.http.answers import error
 from service.http.intake import MAX_REQUEST_BYTES, HttpRejection
 from service.settings import Settings
@@ -103,32 +104,35 @@ class Guard:
         if not guarded and path not in _UNGUARDED and not self._host_allowed(headers.get(b"host")):
             return _Refusal(
                 400,
-                "invalid_field",
+                RejectCode.INVALID_FIELD,
                 "this service does not answer to that Host; add the name to LEDGER_HTTP_ALLOWED_HOSTS "
                 "(or require LEDGER_HTTP_TOKEN for reads too: LEDGER_HTTP_TOKEN_FOR_READS)",
                 "Host",
             )
         if guarded and not hmac.compare_digest(headers.get(b"authorization", b""), self.token):
             return _Refusal(
-                401, "unauthorized", "send Authorization: Bearer <LEDGER_HTTP_TOKEN>", "Authorization"
+                401, ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <LEDGER_HTTP_TOKEN>", "Authorization"
             )
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():  # bytes.isdigit: ASCII digits only
                 return _Refusal(
-                    400, "invalid_field", "Content-Length must be a number of bytes", "Content-Length"
+                    400,
+                    RejectCode.INVALID_FIELD,
+                    "Content-Length must be a number of bytes",
+                    "Content-Length",
                 )
             # Compared as text first: int() refuses digit strings of thousands of digits.
             if len(length) > len(str(MAX_REQUEST_BYTES)) or int(length) > MAX_REQUEST_BYTES:
                 return _Refusal(
-                    413, "too_large", f"the request is larger than {MAX_REQUEST_BYTES} bytes", None
+                    413, RejectCode.TOO_LARGE, f"the request is larger than {MAX_REQUEST_BYTES} bytes", None
                 )
         if writes and path not in _UNGUARDED:
             media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             if media_type != b"application/json":
                 return _Refusal(
                     415,
-                    "unsupported_media_type",
+                    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
                     "send the body as JSON, with Content-Type: application/json",
                     "Content-Type",
                 )
@@ -171,12 +175,14 @@ class RequestBodies:
                         size += len(chunk)
                         if size > MAX_REQUEST_BYTES:
                             raise HttpRejection(
-                                413, "too_large", f"the request is larger than {MAX_REQUEST_BYTES} bytes"
+                                413,
+                                RejectCode.TOO_LARGE,
+                                f"the request is larger than {MAX_REQUEST_BYTES} bytes",
                             )
                         if self.in_use + len(chunk) > self.budget:
                             raise HttpRejection(
                                 503,
-                                "busy",
+                                ErrorCode.BUSY,
                                 "request bodies in hand fill LEDGER_HTTP_BODY_BUDGET; send this one again "
                                 f"in {RETRY_AFTER_SECONDS} s",
                             )
@@ -186,7 +192,7 @@ class RequestBodies:
             except TimeoutError:
                 raise HttpRejection(
                     408,
-                    "timeout",
+                    ErrorCode.TIMEOUT,
                     f"the body did not arrive within {self.timeout:g} s (LEDGER_HTTP_BODY_TIMEOUT)",
                 ) from None
             body = b"".join(chunks)

@@ -17,10 +17,10 @@ from contextlib import aclosing
 
 import orjson
 
+from service.commit_signal import CommitSignal
 from service.ledger.records import record_to_dict
 from service.ledger.store import LedgerStore
-from service.notify import CommitSignal
-from service.projections.queries import ProjectionQueries
+from service.pipeline.queries import ProjectionQueries
 
 __all__ = ["KEEPALIVE_SECONDS", "session_stream"]
 

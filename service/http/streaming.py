@@ -19,7 +19,7 @@ from typing import Any
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from service.errors import TransientError
+from service.errors import ErrorCode, TransientError
 from service.http.answers import unavailable
 from service.streaming_readers import StreamingReaders
 
@@ -81,7 +81,7 @@ async def streamed(
     begins, so that a database that is unavailable gets a clear 503 rather than a stream that
     stops at once."""
     if not readers.try_take(edge):
-        return unavailable("busy", readers.refusal())
+        return unavailable(ErrorCode.BUSY, readers.refusal())
     try:
         stream = content()
         if first_now:

@@ -22,15 +22,15 @@ import orjson
 
 from service.errors import RejectCode
 from service.events import Event, EventType, SourceFormat
+from service.inbound import message_key
 from service.ledger.model import (
     Appended,
     Candidate,
     Duplicate,
     ExistingEvent,
-    Outcome,
     Rejected,
     Rejection,
-    message_key,
+    Stored,
 )
 from service.projections.fold import ConnectionState, apply
 
@@ -220,7 +220,7 @@ class _Fold:
         self.sessions = sessions  # session id -> (last sequence, live count), kept current
         self.states = states  # connection -> state, kept current
         self.recorded_at = recorded_at
-        self.outcomes: list[Outcome] = []
+        self.outcomes: list[Stored] = []
         self.conflicts: list[Rejection] = []
         # id -> (position, event) of what this batch appended: a second copy later in the
         # same batch is a duplicate (or a conflict) of it.
@@ -329,7 +329,7 @@ async def append_batch(
     candidates: Sequence[Candidate],
     rejections: Sequence[Rejection],
     recorded_at: int,
-) -> tuple[list[Outcome], int]:
+) -> tuple[list[Stored], int]:
     """Append what is new in `candidates`, store `rejections` (and any conflicts), and return
     one outcome per candidate, in order, with the ledger head after the batch."""
     # State is fetched for every candidate's session and connection, duplicates included: it

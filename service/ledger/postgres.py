@@ -158,7 +158,7 @@ ON CONFLICT (name) DO UPDATE SET position = excluded.position
 _COPY_FROM = 200
 
 
-# Claims on running an event's hooks (pipeline.py): a new claim, or one taken over from a
+# Claims on running an event's hooks (pipeline/batches.py): a new claim, or one taken over from a
 # claimant that has held it since before the staleness bound.
 _CLAIM_HOOKS = """
 INSERT INTO hook_claims (event_id, owner, claimed_at)

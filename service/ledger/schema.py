@@ -16,7 +16,7 @@ stream sequence, under a unique index, and a redelivery's rejection is skipped o
 (migration 0003).
 
 `hook_claims` holds the events whose hooks a process is running now, so that two processes
-holding copies of one new event never both run them (migration 0004, pipeline.py).
+holding copies of one new event never both run them (migration 0004, pipeline/batches.py).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ _CONNECTION_STATES = (
     "FROM (VALUES {}) AS k CROSS JOIN projection_connections AS p "
     "ON p.session_id = k.column1 AND p.connection_id = k.column2"
 )
-# Claims on running an event's hooks (pipeline.py): a new claim, or one taken over from a
+# Claims on running an event's hooks (pipeline/batches.py): a new claim, or one taken over from a
 # claimant that has held it since before the staleness bound. `WHERE true` tells SQLite's
 # parser that ON CONFLICT belongs to the INSERT, not to the SELECT's join.
 _CLAIM_HOOKS = (

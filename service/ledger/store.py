@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.errors import ConfigurationError, TransientError
 from service.ledger.append import WriteUnit, append_batch
 from service.ledger.database import SCHEMA_REVISION
-from service.ledger.model import Candidate, ExistingEvent, Outcome, Rejection
+from service.ledger.model import Candidate, ExistingEvent, Rejection, Stored
 from service.ledger.records import RECORD_COLUMNS
 
 __all__ = [
@@ -336,7 +336,7 @@ class LedgerStore(ABC):
 
     async def append(
         self, candidates: Sequence[Candidate], rejections: Sequence[Rejection] = ()
-    ) -> tuple[list[Outcome], int]:
+    ) -> tuple[list[Stored], int]:
         """Append a batch in one transaction; see append.append_batch."""
         with transient_errors():
             async with self.write() as unit:

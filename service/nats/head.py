@@ -16,15 +16,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-__all__ = ["HEAD_SUBJECT", "announce_head", "follow_heads"]
+from service.subjects import HEAD
+
+__all__ = ["announce_head", "follow_heads"]
 
 log = logging.getLogger(__name__)
 
-HEAD_SUBJECT = "ledger.head"
-
 
 async def announce_head(nc: Client, position: int) -> None:
-    await nc.publish(HEAD_SUBJECT, orjson.dumps({"position": position}))
+    await nc.publish(HEAD, orjson.dumps({"position": position}))
 
 
 async def follow_heads(nc: Client, on_head: Callable[[int], None]) -> Subscription:
@@ -34,9 +34,9 @@ async def follow_heads(nc: Client, on_head: Callable[[int], None]) -> Subscripti
         try:
             position = orjson.loads(message.data)["position"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            log.debug("ignoring a malformed %s message", HEAD_SUBJECT)
+            log.debug("ignoring a malformed %s message", HEAD)
             return
         if type(position) is int:
             on_head(position)
 
-    return await nc.subscribe(HEAD_SUBJECT, cb=received)
+    return await nc.subscribe(HEAD, cb=received)

@@ -32,16 +32,27 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from service.commit_signal import CommitSignal
 from service.errors import TransientError
-from service.ledger.model import Deferred, Incoming, Rejected
+from service.inbound import Incoming
+from service.ledger.model import Rejected
 from service.ledger.store import now_ms
 from service.nats.acks import ack_all, progress_all
-from service.nats.head import HEAD_SUBJECT, announce_head
+from service.nats.head import announce_head
 from service.nats.pull_feed import ByteBudget, PullFeed
 from service.nats.streams import connections_stream, ensure_stream
-from service.notify import CommitSignal
-from service.pipeline import Pipeline, Prepared
+from service.pipeline.batches import Pipeline, Prepared
+from service.pipeline.outcomes import Deferred
 from service.settings import Settings
+from service.subjects import (
+    HEAD,
+    HEADER_RAW_TRUNCATED,
+    HEADER_REJECT_CODE,
+    HEADER_REJECT_MESSAGE,
+    HEADER_SUBJECT,
+    REJECTED,
+    rejected_subject,
+)
 
 __all__ = ["Ingestor", "ensure_connections_stream"]
 
@@ -156,7 +167,7 @@ class Ingestor:
                 continue  # nothing taken: what waits in the feed is taken at once
             held = [m for batch in list(self._in_hand.values()) for m in batch]
             try:
-                # The claims on their events' hooks too (pipeline.py), for as long as the
+                # The claims on their events' hooks too (pipeline/batches.py), for as long as the
                 # messages themselves: a claim let lapse would let another instance run them.
                 await self.pipeline.renew_claims()
             except Exception as error:
@@ -247,7 +258,7 @@ class Ingestor:
         if last_error is not None:
             self._publish_failed("rejected", failed, last_error)
         # Committed: now, and only now, the messages may be acknowledged. A copy of an event
-        # whose hooks another instance is running was not appended (pipeline.py): it is handed
+        # whose hooks another instance is running was not appended (pipeline/batches.py): it is handed
         # back, to come again once that instance has appended the event, as a duplicate.
         if any(type(outcome) is Deferred for outcome in result.outcomes):
             pairs = list(zip(messages, result.outcomes, strict=True))
@@ -264,7 +275,7 @@ class Ingestor:
         """Count and log notices that could not be published (one line for a batch's)."""
         if self.pipeline.metrics is not None:
             self.pipeline.metrics.publish_failures.labels(notice).inc(count)
-        subject = HEAD_SUBJECT if notice == "head" else "ledger.rejected.<code>"
+        subject = HEAD if notice == "head" else REJECTED
         log.warning(
             "%d %s notice(s) not published on %s, the batch is acknowledged all the same: %s: %s",
             count,
@@ -282,17 +293,17 @@ class Ingestor:
         and the batch would never be acknowledged (then redelivered, rejected again, forever).
         Such a body is cut to fit and the cut is said in a header; it is stored whole."""
         headers = {
-            "Ledger-Reject-Code": outcome.code.value,
-            "Ledger-Reject-Message": _header_value(outcome.message),
-            "Ledger-Subject": outcome.subject or "",
+            HEADER_REJECT_CODE: outcome.code.value,
+            HEADER_REJECT_MESSAGE: _header_value(outcome.message),
+            HEADER_SUBJECT: outcome.subject or "",
         }
         raw = outcome.raw
         framing = sum(len(k) + len(v.encode()) + 4 for k, v in headers.items())  # "k: v\r\n"
         room = self.nc.max_payload - HEADERS_ALLOWANCE - framing
         if len(raw) > room:
-            headers["Ledger-Raw-Truncated"] = str(len(raw))
+            headers[HEADER_RAW_TRUNCATED] = str(len(raw))
             raw = raw[: max(0, room)]
-        await self.nc.publish(f"ledger.rejected.{outcome.code.value}", raw, headers=headers)
+        await self.nc.publish(rejected_subject(outcome.code.value), raw, headers=headers)
 
     def stop(self) -> None:
         self.stopping.set()

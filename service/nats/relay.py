@@ -11,7 +11,7 @@ drops the lease's connection), and another instance then takes over while this o
 know it yet: so the relay makes sure the lease is still its own before each chunk it publishes,
 and stops publishing as soon as it is not, going back to waiting for the lease as the others
 do. Until it finds out, the two of them publish, and the stream still gets the records in
-order: each is stored only after the one before it (acked_publisher.py), whoever sent which.
+order: each is stored only after the one before it (chained_publisher.py), whoever sent which.
 The checkpoint only moves forward, whoever writes it (store.py): a write of the relay that
 lost the lease cannot take its successor's back.
 
@@ -39,14 +39,15 @@ import nats.js.errors
 import orjson
 from nats.aio.client import Client
 
+from service.commit_signal import CommitSignal
 from service.errors import TransientError
 from service.ledger.checkpoints import read_checkpoint
 from service.ledger.lease import Lease
 from service.ledger.store import LedgerStore, transient_errors
-from service.nats.acked_publisher import AckedPublisher, PublishFailed
+from service.nats.chained_publisher import AckedPublisher, PublishFailed
 from service.nats.streams import ensure_stream, ledger_stream
-from service.notify import CommitSignal
 from service.settings import Settings
+from service.subjects import HEADER_MSG_ID, record_subject
 
 __all__ = ["RELAY_CHECKPOINT", "Relay", "ensure_ledger_stream"]
 
@@ -177,7 +178,7 @@ class Relay:
             position = int(orjson.loads(last.data or b"")["position"])
         except (nats.js.errors.NotFoundError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return 0  # gone meanwhile (retention), or not a record: the checkpoint decides
-        event_id = (last.headers or {}).get("Nats-Msg-Id")
+        event_id = (last.headers or {}).get(HEADER_MSG_ID)
         with transient_errors():
             if event_id is None or await self.store.event_id_at(position) != event_id:
                 log.warning(
@@ -219,7 +220,7 @@ class Relay:
         positions: list[int] = []
         async with aclosing(self.store.relay_records(after=self.position, limit=CHUNK)) as pages:
             async for rows in pages:
-                messages.extend((f"ledger.records.{r[2]}.{r[3]}", r[4].encode(), r[1]) for r in rows)
+                messages.extend((record_subject(r[2], r[3]), r[4].encode(), r[1]) for r in rows)
                 positions.extend(r[0] for r in rows)
         if not messages:
             return False

@@ -17,12 +17,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from service.errors import LedgerError, RejectCode, TransientError
+from service.errors import ErrorCode, LedgerError, RejectCode, TransientError, error_body
 from service.events import MAX_POSITION, is_session_id
 from service.ledger.records import record_json
 from service.ledger.store import LedgerStore
-from service.projections.live_counts import LiveCounts
-from service.projections.queries import ProjectionQueries
+from service.pipeline.live_counts import LiveCounts
+from service.pipeline.queries import ProjectionQueries
 from service.settings import Settings
 from service.streaming_readers import StreamingReaders
 
@@ -161,11 +161,9 @@ class Responders:
                 answer = await self.counts.count(session_id, min_position, wait)
             body = orjson.dumps(answer)
         except BadRequest as error:
-            body = orjson.dumps(
-                {"error": RejectCode.INVALID_FIELD.value, "message": error.message, "field": error.field}
-            )
+            body = orjson.dumps(error_body(RejectCode.INVALID_FIELD, error.message, error.field))
         except TransientError as error:
-            body = orjson.dumps({"error": "unavailable", "message": str(error), "field": None})
+            body = orjson.dumps(error_body(ErrorCode.UNAVAILABLE, str(error)))
         await message.respond(body)
 
     async def _count(self, message: Msg) -> None:
@@ -191,16 +189,14 @@ class Responders:
         except BadRequest as error:
             await self.nc.publish(
                 message.reply,
-                orjson.dumps(
-                    {"error": RejectCode.INVALID_FIELD.value, "message": error.message, "field": error.field}
-                ),
+                orjson.dumps(error_body(RejectCode.INVALID_FIELD, error.message, error.field)),
             )
             await self._end_replay(message.reply, after, RejectCode.INVALID_FIELD.value)
             return
         if not self.readers.try_take("ledger.replay"):
             await self.nc.publish(
                 message.reply,
-                orjson.dumps({"error": "busy", "message": self.readers.refusal(), "field": None}),
+                orjson.dumps(error_body(ErrorCode.BUSY, self.readers.refusal())),
             )
             await self._end_replay(message.reply, after, "busy")
             return

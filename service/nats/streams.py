@@ -27,6 +27,7 @@ from nats.js.api import StorageType, StreamConfig
 
 from service.errors import ConfigurationError
 from service.settings import Settings
+from service.subjects import CONNECTIONS_FILTER, RECORDS_FILTER
 
 __all__ = ["connections_stream", "ensure_stream", "ensure_streams", "ledger_stream"]
 
@@ -45,7 +46,7 @@ class Limits:
 def connections_stream(settings: Settings) -> tuple[StreamConfig, Limits]:
     config = StreamConfig(
         name=settings.connections_stream,
-        subjects=[f"{settings.subject_prefix}.>"],
+        subjects=[CONNECTIONS_FILTER.format(prefix=settings.subject_prefix)],
         storage=StorageType.FILE,
     )
     return config, Limits(
@@ -57,9 +58,7 @@ def connections_stream(settings: Settings) -> tuple[StreamConfig, Limits]:
 
 
 def ledger_stream(settings: Settings) -> tuple[StreamConfig, Limits]:
-    config = StreamConfig(
-        name=settings.ledger_stream, subjects=["ledger.records.>"], storage=StorageType.FILE
-    )
+    config = StreamConfig(name=settings.ledger_stream, subjects=[RECORDS_FILTER], storage=StorageType.FILE)
     return config, Limits(
         settings.stream_max_msg_size,
         settings.ledger_max_age,

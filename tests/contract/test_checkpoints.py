@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from service.bootstrap import Ledger
 from service.ledger.append import CHECKPOINT
 from service.ledger.checkpoints import read_checkpoint
 from service.nats.relay import RELAY_CHECKPOINT
+from service.pipeline.ledger_service import LedgerService
 from tests.helpers import created
 
 
-async def test_a_saved_position_only_moves_forward(ledger: Ledger) -> None:
+async def test_a_saved_position_only_moves_forward(ledger: LedgerService) -> None:
     store = ledger.store
     assert await read_checkpoint(store.engine, RELAY_CHECKPOINT) == 0
     await store.save_position(RELAY_CHECKPOINT, 500)
@@ -22,7 +22,7 @@ async def test_a_saved_position_only_moves_forward(ledger: Ledger) -> None:
     assert await read_checkpoint(store.engine, RELAY_CHECKPOINT) == 501
 
 
-async def test_a_saved_position_leaves_the_projection_checkpoint_alone(ledger: Ledger) -> None:
+async def test_a_saved_position_leaves_the_projection_checkpoint_alone(ledger: LedgerService) -> None:
     await ledger.pipeline.process([created(f"e{n}", connection=f"c{n}") for n in range(3)])
     await ledger.store.save_position(RELAY_CHECKPOINT, 2)
     assert await read_checkpoint(ledger.store.engine, CHECKPOINT) == 3

@@ -1,4 +1,4 @@
-"""Hooks are decided once per event across processes (pipeline.py): two pipelines on one
+"""Hooks are decided once per event across processes (pipeline/batches.py): two pipelines on one
 ledger, as two instances or `serve` and `connledger import` are, holding copies of the same new
 events at the same moment. On every backend."""
 
@@ -8,15 +8,18 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from service.bootstrap import Ledger
 from service.hooks.loader import NamedHook
 from service.hooks.runner import HookRunner
-from service.ledger.model import Appended, Deferred, Duplicate
-from service.pipeline import Pipeline
+from service.ledger.model import Appended, Duplicate
+from service.pipeline.batches import Pipeline
+from service.pipeline.ledger_service import LedgerService
+from service.pipeline.outcomes import Deferred
 from tests.helpers import created
 
 
-def _pipeline(ledger: Ledger, calls: Counter[str], name: str, *, claim_timeout: float = 300) -> Pipeline:
+def _pipeline(
+    ledger: LedgerService, calls: Counter[str], name: str, *, claim_timeout: float = 300
+) -> Pipeline:
     def hook(event: Any) -> None:
         calls[event.id] += 1
         if event.id.endswith("-bot"):
@@ -26,7 +29,7 @@ def _pipeline(ledger: Ledger, calls: Counter[str], name: str, *, claim_timeout: 
     return Pipeline(ledger.store, runner, ledger.settings.subject_prefix, claim_timeout=claim_timeout)
 
 
-async def test_copies_held_by_two_processes_run_their_hooks_once(ledger: Ledger) -> None:
+async def test_copies_held_by_two_processes_run_their_hooks_once(ledger: LedgerService) -> None:
     calls: Counter[str] = Counter()
     first, second = _pipeline(ledger, calls, "first"), _pipeline(ledger, calls, "second")
     one = await first.prepare([created("e1", connection="a"), created("e2-bot", connection="b")])
@@ -55,7 +58,7 @@ async def test_copies_held_by_two_processes_run_their_hooks_once(ledger: Ledger)
     assert await ledger.store.claim_hooks(["e1", "e2-bot", "e3"], "anyone", 10**9) == {"e1", "e2-bot", "e3"}
 
 
-async def test_a_claim_left_by_a_process_that_died_is_taken_over_once_stale(ledger: Ledger) -> None:
+async def test_a_claim_left_by_a_process_that_died_is_taken_over_once_stale(ledger: LedgerService) -> None:
     calls: Counter[str] = Counter()
     died = _pipeline(ledger, calls, "died")
     await died.prepare([created("e1")])  # claimed and decided, never appended: it died
@@ -69,13 +72,13 @@ async def test_a_claim_left_by_a_process_that_died_is_taken_over_once_stale(ledg
     assert calls["e1"] == 2, "its first decision never reached the ledger: the hooks run again"
 
 
-async def test_without_hooks_nothing_is_claimed(ledger: Ledger) -> None:
+async def test_without_hooks_nothing_is_claimed(ledger: LedgerService) -> None:
     result = await ledger.pipeline.process([created("e1")])
     assert type(result.outcomes[0]) is Appended
     assert await ledger.store.claim_hooks(["e1"], "anyone", 10**9) == {"e1"}
 
 
-async def test_a_process_takes_its_own_claims_again_and_renews_them(ledger: Ledger) -> None:
+async def test_a_process_takes_its_own_claims_again_and_renews_them(ledger: LedgerService) -> None:
     calls: Counter[str] = Counter()
     holder = _pipeline(ledger, calls, "holder", claim_timeout=0.2)
     await holder.prepare([created("e1")])  # claimed; say its commit failed and it prepares again

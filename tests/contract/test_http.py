@@ -17,14 +17,15 @@ import httpx
 import orjson
 import pytest
 
-from service.bootstrap import Ledger, follow_counts, open_ledger
+from service.app.bootstrap import follow_counts, open_ledger
+from service.commit_signal import CommitSignal
 from service.http.app import HttpContext, create_app
 from service.http.server import HttpServer
+from service.inbound import Incoming
 from service.ledger.database import create_engine
-from service.ledger.model import Incoming
 from service.ledger.records import record_json
-from service.notify import CommitSignal
-from service.projections.live_counts import LiveCounts
+from service.pipeline.ledger_service import LedgerService
+from service.pipeline.live_counts import LiveCounts
 from service.settings import Settings
 from tests.helpers import CREATED, DESTROYED, body, stalled_http_reader
 
@@ -32,7 +33,7 @@ from tests.helpers import CREATED, DESTROYED, body, stalled_http_reader
 class DirectPublisher:
     """Publishes into the pipeline itself, with the subject NATS would carry."""
 
-    def __init__(self, ledger: Ledger, committed: CommitSignal) -> None:
+    def __init__(self, ledger: LedgerService, committed: CommitSignal) -> None:
         self.ledger = ledger
         self.committed = committed
         self.published: list[tuple[str, bytes]] = []
@@ -52,7 +53,7 @@ async def _ready() -> dict[str, bool]:
 
 
 @pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Ledger, DirectPublisher]]:
+async def api(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, LedgerService, DirectPublisher]]:
     async with open_ledger(settings) as ledger, follow_counts(ledger) as counts:
         committed = CommitSignal()
         publisher = DirectPublisher(ledger, committed)
@@ -68,7 +69,9 @@ def native(event_id: str, **kw: Any) -> dict[str, Any]:
     return body(event_id, **kw)
 
 
-async def test_post_one_event_then_query_it(api: tuple[httpx.AsyncClient, Ledger, DirectPublisher]) -> None:
+async def test_post_one_event_then_query_it(
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher],
+) -> None:
     client, _, publisher = api
     response = await client.post(
         "/v1/events", content=orjson.dumps(native("e1", session="S", connection="a"))
@@ -91,7 +94,7 @@ async def test_post_one_event_then_query_it(api: tuple[httpx.AsyncClient, Ledger
 
 
 async def test_post_an_array_is_all_or_nothing(
-    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher],
 ) -> None:
     client, _, publisher = api
     good = [native(f"e{i}", connection=f"c{i}") for i in range(3)]
@@ -130,7 +133,7 @@ async def test_post_an_array_is_all_or_nothing(
     ],
 )
 async def test_post_events_errors(
-    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher],
     content: bytes,
     status: int,
     code: str,
@@ -156,7 +159,7 @@ VONAGE = {
 
 
 async def test_a_vonage_callback_retried_three_times_is_one_record(
-    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher],
 ) -> None:
     client, _, _ = api
     for _ in range(3):
@@ -180,7 +183,7 @@ async def test_a_vonage_callback_retried_three_times_is_one_record(
     assert (missing.status_code, missing.json()["field"]) == (422, "event")
 
 
-async def test_sessions_listing_pages(api: tuple[httpx.AsyncClient, Ledger, DirectPublisher]) -> None:
+async def test_sessions_listing_pages(api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher]) -> None:
     client, _, _ = api
     await client.post("/v1/events", json=[native(f"e{i}", session=f"S{i}") for i in range(5)])
     await client.post("/v1/events", json=[native("gone", session="S2", type_="connectionDestroyed")])
@@ -205,7 +208,7 @@ async def test_sessions_listing_pages(api: tuple[httpx.AsyncClient, Ledger, Dire
 
 
 async def test_a_sessions_page_larger_than_the_most_is_cut_not_refused(
-    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher],
 ) -> None:
     client, _, _ = api
     for start in (0, 1000):
@@ -219,7 +222,7 @@ async def test_a_sessions_page_larger_than_the_most_is_cut_not_refused(
 
 
 async def test_events_and_rejected_stream_ndjson(
-    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher],
 ) -> None:
     client, ledger, _ = api
     await client.post(
@@ -245,7 +248,7 @@ async def test_events_and_rejected_stream_ndjson(
 
 
 async def test_events_are_exactly_the_records_json_however_sliced(
-    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher],
 ) -> None:
     client, ledger, _ = api
     quoted = 'q"x\\y \u00e9'
@@ -271,7 +274,7 @@ async def test_events_are_exactly_the_records_json_however_sliced(
 
 
 async def test_min_position_waits_then_answers_with_what_it_has(
-    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher], settings: Settings
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher], settings: Settings
 ) -> None:
     client, _, _ = api
     await client.post("/v1/events", json=[native("e1")])
@@ -287,7 +290,7 @@ async def test_min_position_waits_then_answers_with_what_it_has(
 
 
 async def test_count_answers_alike_on_the_fast_path_and_the_route(
-    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher],
 ) -> None:
     client, _, _ = api
     await client.post("/v1/events", json=[native("e1", session="a:b=c~d"), native("e2", session="a:b=c~d")])
@@ -309,7 +312,7 @@ async def test_count_answers_alike_on_the_fast_path_and_the_route(
 
 
 async def test_min_position_holds_every_query_until_the_position_commits(
-    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher],
 ) -> None:
     client, _, publisher = api
     waiting = [
@@ -328,7 +331,7 @@ async def test_min_position_holds_every_query_until_the_position_commits(
     assert (count["position"], count["count"]) == (2, 2)
 
 
-async def test_health_and_metrics(api: tuple[httpx.AsyncClient, Ledger, DirectPublisher]) -> None:
+async def test_health_and_metrics(api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher]) -> None:
     client, _, _ = api
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     assert (await client.get("/readyz")).json()["ready"] is True
@@ -367,7 +370,7 @@ async def test_a_token_guards_writes_and_optionally_reads(settings: Settings) ->
 
 
 @pytest.fixture
-async def live_server(settings: Settings) -> AsyncIterator[tuple[str, Ledger, DirectPublisher]]:
+async def live_server(settings: Settings) -> AsyncIterator[tuple[str, LedgerService, DirectPublisher]]:
     """A real uvicorn on an ephemeral port: SSE needs a streaming client."""
     async with (
         open_ledger(settings.model_copy(update={"http_port": 0})) as ledger,
@@ -401,7 +404,7 @@ async def read_sse(response: httpx.Response, until: int) -> AsyncIterator[dict[s
 
 
 async def test_sse_hands_off_from_snapshot_to_live_with_no_gap_and_no_duplicate(
-    live_server: tuple[str, Ledger, DirectPublisher],
+    live_server: tuple[str, LedgerService, DirectPublisher],
 ) -> None:
     url, ledger, publisher = live_server
     await publisher.publish(
@@ -489,7 +492,7 @@ async def test_sse_hands_off_from_snapshot_to_live_with_no_gap_and_no_duplicate(
     assert live == {c["connectionId"] for c in answer["connections"]}
 
 
-async def session_positions(ledger: Ledger, session: str) -> list[int]:
+async def session_positions(ledger: LedgerService, session: str) -> list[int]:
     out: list[int] = []
     async for rows in ledger.store.records(session_id=session):
         out.extend(r[0] for r in rows)
@@ -497,7 +500,7 @@ async def session_positions(ledger: Ledger, session: str) -> list[int]:
 
 
 async def test_sse_resumes_after_last_event_id_without_a_snapshot(
-    live_server: tuple[str, Ledger, DirectPublisher],
+    live_server: tuple[str, LedgerService, DirectPublisher],
 ) -> None:
     url, _, publisher = live_server
     await publisher.publish(
@@ -591,7 +594,7 @@ async def test_readers_who_stall_hold_back_neither_writes_nor_other_readers(
 
 
 async def test_a_stream_that_cannot_get_a_database_connection_is_a_503(
-    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher], settings: Settings
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher], settings: Settings
 ) -> None:
     _, ledger, publisher = api
     await _fill(publisher, 10)
@@ -714,7 +717,7 @@ JSON = (b"content-type", b"application/json")
     ],
 )
 async def test_hostile_requests_get_a_4xx_naming_what_was_wrong(
-    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher],
     method: str,
     path: str,
     headers: list[tuple[bytes, bytes]],
@@ -734,7 +737,7 @@ async def test_hostile_requests_get_a_4xx_naming_what_was_wrong(
     "host", [b"127.0.0.1:8080", b"localhost", b"LOCALHOST:1", b"[::1]:8080", b"10.1.2.3", b"app.localhost"]
 )
 async def test_hosts_that_no_web_page_can_rebind_are_served(
-    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher], host: bytes
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher], host: bytes
 ) -> None:
     client, _, _ = api
     app = client._transport.app  # type: ignore[attr-defined]
@@ -774,7 +777,7 @@ async def test_listed_hosts_and_the_token_lift_the_host_check(settings: Settings
 
 
 async def test_a_chunked_body_is_refused_once_it_passes_the_bound_not_buffered_whole(
-    api: tuple[httpx.AsyncClient, Ledger, DirectPublisher],
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher],
 ) -> None:
     client, _, publisher = api
     app = client._transport.app  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from service.bootstrap import open_ledger
+from service.app.bootstrap import open_ledger
 from service.ledger.append import CHECKPOINT
 from service.ledger.checkpoints import read_checkpoint
 from service.settings import load_settings

@@ -10,18 +10,20 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from service.bootstrap import Ledger, open_ledger
+from service.app.bootstrap import open_ledger
 from service.errors import RejectCode
 from service.ledger import store as store_module
 from service.ledger.append import FOLD_CHUNK
-from service.ledger.model import Appended, Duplicate, IgnoredInput, Rejected
+from service.ledger.model import Appended, Duplicate, Rejected
 from service.ledger.records import record_to_dict, rejected_to_dict
+from service.pipeline.ledger_service import LedgerService
+from service.pipeline.outcomes import IgnoredInput
 from service.settings import Settings
 from tests.helpers import body, created, destroyed, incoming
 from tests.reference import ReferenceFold, Step
 
 
-async def records(ledger: Ledger, **kw: Any) -> list[dict[str, Any]]:
+async def records(ledger: LedgerService, **kw: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     async with aclosing(ledger.store.records(**kw)) as pages:
         async for rows in pages:
@@ -29,7 +31,7 @@ async def records(ledger: Ledger, **kw: Any) -> list[dict[str, Any]]:
     return out
 
 
-async def rejections(ledger: Ledger) -> list[dict[str, Any]]:
+async def rejections(ledger: LedgerService) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     async with aclosing(ledger.store.rejected()) as pages:
         async for rows in pages:
@@ -37,7 +39,7 @@ async def rejections(ledger: Ledger) -> list[dict[str, Any]]:
     return out
 
 
-async def projection(ledger: Ledger) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
+async def projection(ledger: LedgerService) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
     async with ledger.store.engine.connect() as connection:
         conns = (
             await connection.execute(
@@ -57,7 +59,7 @@ async def projection(ledger: Ledger) -> tuple[list[tuple[Any, ...]], list[tuple[
     )
 
 
-async def test_appends_get_gap_free_positions_and_per_session_sequences(ledger: Ledger) -> None:
+async def test_appends_get_gap_free_positions_and_per_session_sequences(ledger: LedgerService) -> None:
     result = await ledger.pipeline.process(
         [
             created("e1", "A", "a1"),
@@ -97,7 +99,9 @@ async def test_appends_get_gap_free_positions_and_per_session_sequences(ledger: 
     assert rows[3]["reason"] == "clientDisconnected"
 
 
-async def test_the_same_event_again_is_a_duplicate_forever_whatever_its_spelling(ledger: Ledger) -> None:
+async def test_the_same_event_again_is_a_duplicate_forever_whatever_its_spelling(
+    ledger: LedgerService,
+) -> None:
     await ledger.pipeline.process([created("e1")])
     await ledger.pipeline.process([created("e2", connection="c2")])
     respelled = orjson.dumps(body("e1"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
@@ -109,12 +113,12 @@ async def test_the_same_event_again_is_a_duplicate_forever_whatever_its_spelling
     assert await rejections(ledger) == []
 
 
-async def test_a_duplicate_inside_one_batch_is_appended_once(ledger: Ledger) -> None:
+async def test_a_duplicate_inside_one_batch_is_appended_once(ledger: LedgerService) -> None:
     result = await ledger.pipeline.process([created("e1"), created("e1"), destroyed("e2"), created("e1")])
     assert result.outcomes == [Appended(1, 1, 1), Duplicate(1), Appended(2, 2, 0), Duplicate(1)]
 
 
-async def test_the_same_id_with_other_content_is_a_conflict_stored_whole(ledger: Ledger) -> None:
+async def test_the_same_id_with_other_content_is_a_conflict_stored_whole(ledger: LedgerService) -> None:
     await ledger.pipeline.process([created("e1")])
     other = incoming(body("e1", data="name=Eve"), subject=None, source="import")
     result = await ledger.pipeline.process([other, created("e1", connection="c9")])
@@ -132,7 +136,7 @@ async def test_the_same_id_with_other_content_is_a_conflict_stored_whole(ledger:
     assert (await ledger.queries.count("s1"))["count"] == 1
 
 
-async def test_a_batch_s_rejections_are_stored_in_arrival_order(ledger: Ledger) -> None:
+async def test_a_batch_s_rejections_are_stored_in_arrival_order(ledger: LedgerService) -> None:
     """Conflicts are found under the writer lock, after the decode rejections: they are stored
     in the order the messages came all the same."""
     await ledger.pipeline.process([created("e1")])
@@ -150,14 +154,16 @@ async def test_a_batch_s_rejections_are_stored_in_arrival_order(ledger: Ledger) 
     assert [base64.b64decode(s["raw"]) for s in stored] == [m.raw for m in batch]
 
 
-async def test_a_conflict_inside_one_batch(ledger: Ledger) -> None:
+async def test_a_conflict_inside_one_batch(ledger: LedgerService) -> None:
     result = await ledger.pipeline.process([created("e1"), created("e1", data="else")])
     assert isinstance(result.outcomes[0], Appended)
     assert isinstance(result.outcomes[1], Rejected)
     assert result.outcomes[1].code is RejectCode.CONFLICT
 
 
-async def test_invalid_input_is_stored_whole_and_the_good_input_beside_it_is_appended(ledger: Ledger) -> None:
+async def test_invalid_input_is_stored_whole_and_the_good_input_beside_it_is_appended(
+    ledger: LedgerService,
+) -> None:
     bad = [
         incoming(b"{not json"),
         incoming(b"[1, 2]"),
@@ -189,7 +195,7 @@ async def test_invalid_input_is_stored_whole_and_the_good_input_beside_it_is_app
     assert (await ledger.queries.count("s1"))["count"] == 2
 
 
-async def test_ignored_vonage_events_are_counted_not_recorded(ledger: Ledger) -> None:
+async def test_ignored_vonage_events_are_counted_not_recorded(ledger: LedgerService) -> None:
     stream = {"sessionId": "s1", "projectId": "1", "event": "streamCreated", "timestamp": 5}
     result = await ledger.pipeline.process([incoming(stream)])
     assert result.outcomes == [IgnoredInput("streamCreated")]
@@ -198,7 +204,7 @@ async def test_ignored_vonage_events_are_counted_not_recorded(ledger: Ledger) ->
     assert await rejections(ledger) == []
 
 
-async def test_each_outcome_is_counted_in_the_metrics(ledger: Ledger) -> None:
+async def test_each_outcome_is_counted_in_the_metrics(ledger: LedgerService) -> None:
     stream = {"sessionId": "s1", "projectId": "1", "event": "streamCreated", "timestamp": 5}
     await ledger.pipeline.process(
         [
@@ -220,7 +226,7 @@ async def test_each_outcome_is_counted_in_the_metrics(ledger: Ledger) -> None:
     assert sample("ledger_events_prevented_total") == 0
 
 
-async def test_a_vonage_retry_is_recorded_once(ledger: Ledger) -> None:
+async def test_a_vonage_retry_is_recorded_once(ledger: LedgerService) -> None:
     callback = {
         "sessionId": "s1",
         "projectId": "1",
@@ -236,7 +242,7 @@ async def test_a_vonage_retry_is_recorded_once(ledger: Ledger) -> None:
     assert (await ledger.queries.count("s1"))["count"] == 1
 
 
-async def test_counts_never_go_negative_and_tombstones_keep_late_creates_out(ledger: Ledger) -> None:
+async def test_counts_never_go_negative_and_tombstones_keep_late_creates_out(ledger: LedgerService) -> None:
     await ledger.pipeline.process([destroyed("d1", connection="ghost")])
     await ledger.pipeline.process([destroyed("d2", connection="ghost", reason="networkDisconnected")])
     assert (await ledger.queries.count("s1"))["count"] == 0
@@ -252,7 +258,7 @@ async def test_counts_never_go_negative_and_tombstones_keep_late_creates_out(led
     assert answer["position"] == 5
 
 
-async def test_a_session_with_no_connections_answers_zero(ledger: Ledger) -> None:
+async def test_a_session_with_no_connections_answers_zero(ledger: LedgerService) -> None:
     assert await ledger.queries.count("nobody") == {"sessionId": "nobody", "count": 0, "position": 0}
     assert await ledger.queries.connections("nobody") == {
         "sessionId": "nobody",
@@ -262,7 +268,7 @@ async def test_a_session_with_no_connections_answers_zero(ledger: Ledger) -> Non
     }
 
 
-async def test_session_listing_pages_and_all_adds_empty_sessions(ledger: Ledger) -> None:
+async def test_session_listing_pages_and_all_adds_empty_sessions(ledger: LedgerService) -> None:
     batch = [created(f"e{i}", f"S{i:02d}", "c") for i in range(5)]
     batch += [destroyed("gone", "S03", "c")]
     await ledger.pipeline.process(batch)
@@ -277,7 +283,7 @@ async def test_session_listing_pages_and_all_adds_empty_sessions(ledger: Ledger)
     assert everything.sessions[3] == {"sessionId": "S03", "count": 0}
 
 
-async def test_records_after_a_position_for_one_session_and_with_a_limit(ledger: Ledger) -> None:
+async def test_records_after_a_position_for_one_session_and_with_a_limit(ledger: LedgerService) -> None:
     await ledger.pipeline.process([created(f"e{i}", "AB"[i % 2], f"c{i}") for i in range(10)])
     assert [r["position"] for r in await records(ledger, after=7)] == [8, 9, 10]
     assert [r["position"] for r in await records(ledger, session_id="B", after=4)] == [6, 8, 10]
@@ -285,7 +291,7 @@ async def test_records_after_a_position_for_one_session_and_with_a_limit(ledger:
     assert [r["sequence"] for r in await records(ledger, session_id="A")] == [1, 2, 3, 4, 5]
 
 
-async def test_rebuild_equals_the_live_projection(ledger: Ledger) -> None:
+async def test_rebuild_equals_the_live_projection(ledger: LedgerService) -> None:
     await ledger.pipeline.process(
         [
             created("1", "A", "a"),
@@ -312,7 +318,7 @@ async def test_rebuild_equals_the_live_projection(ledger: Ledger) -> None:
     assert await projection(ledger) == after
 
 
-async def test_a_batch_larger_than_a_fold_chunk_equals_the_reference_fold(ledger: Ledger) -> None:
+async def test_a_batch_larger_than_a_fold_chunk_equals_the_reference_fold(ledger: LedgerService) -> None:
     """A large batch writes its ledger rows a chunk at a time while the fold goes on; a small
     one writes them with the rest. Both, after each other, leave what the reference fold
     computes, and the second batch updates connections the first created."""
@@ -346,7 +352,7 @@ async def test_a_batch_larger_than_a_fold_chunk_equals_the_reference_fold(ledger
 
 
 async def test_an_append_cancelled_halfway_commits_nothing_and_holds_no_lock(
-    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+    ledger: LedgerService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batch = [created(f"e{i}", f"s{i % 11}", f"c{i}") for i in range(FOLD_CHUNK * 3)]
     inside = asyncio.Event()
@@ -375,7 +381,7 @@ async def test_an_append_cancelled_halfway_commits_nothing_and_holds_no_lock(
     assert [record["id"] for record in await records(ledger)] == ["after"]
 
 
-async def test_the_ledger_refuses_update_and_delete(ledger: Ledger) -> None:
+async def test_the_ledger_refuses_update_and_delete(ledger: LedgerService) -> None:
     await ledger.pipeline.process([created("e1")])
     for statement in (
         "UPDATE connection_ledger SET data = 'x'",
@@ -388,7 +394,7 @@ async def test_the_ledger_refuses_update_and_delete(ledger: Ledger) -> None:
     assert len(await records(ledger)) == 1
 
 
-async def test_the_ledger_refuses_truncate_on_postgresql(ledger: Ledger) -> None:
+async def test_the_ledger_refuses_truncate_on_postgresql(ledger: LedgerService) -> None:
     if ledger.store.dialect != "postgresql":
         pytest.skip("SQLite has no TRUNCATE; DELETE without WHERE is refused instead")
     await ledger.pipeline.process([created("e1")])

@@ -1,4 +1,4 @@
-"""The in-memory counts of a serving process (projections/live_counts.py), on every backend.
+"""The in-memory counts of a serving process (pipeline/live_counts.py), on every backend.
 
 Two ledgers opened on one database stand for two service instances: one of them serves the
 counts, the other writes behind its back. Whatever the interleaving, once the follower has
@@ -13,16 +13,17 @@ import random
 import pytest
 from sqlalchemy import text
 
-from service.bootstrap import Ledger, follow_counts, open_ledger
+from service.app.bootstrap import follow_counts, open_ledger
 from service.errors import TransientError
-from service.projections.live_counts import LiveCounts
+from service.pipeline.ledger_service import LedgerService
+from service.pipeline.live_counts import LiveCounts
 from service.settings import Settings
 from tests.helpers import created, destroyed
 
 WAIT = 5.0
 
 
-async def _projection(ledger: Ledger) -> dict[str, int]:
+async def _projection(ledger: LedgerService) -> dict[str, int]:
     async with ledger.store.engine.connect() as connection:
         rows = (await connection.execute(text("SELECT session_id, count FROM projection_sessions"))).all()
     return {session: int(count) for session, count in rows if count}
@@ -33,7 +34,7 @@ async def _all_counts(counts: LiveCounts, sessions: list[str]) -> dict[str, int]
     return {a["sessionId"]: a["count"] for a in answers if a["count"]}
 
 
-async def test_counts_start_from_what_is_already_in_the_ledger(ledger: Ledger) -> None:
+async def test_counts_start_from_what_is_already_in_the_ledger(ledger: LedgerService) -> None:
     await ledger.pipeline.process([created("e1"), created("e2", connection="c2"), created("e3", "s2")])
     async with follow_counts(ledger) as counts:
         assert await counts.count("s1", None, WAIT) == {"sessionId": "s1", "count": 2, "position": 3}
@@ -41,7 +42,7 @@ async def test_counts_start_from_what_is_already_in_the_ledger(ledger: Ledger) -
         assert await counts.count("nobody", None, WAIT) == {"sessionId": "nobody", "count": 0, "position": 3}
 
 
-async def test_own_commits_are_reflected_as_soon_as_they_commit(ledger: Ledger) -> None:
+async def test_own_commits_are_reflected_as_soon_as_they_commit(ledger: LedgerService) -> None:
     async with follow_counts(ledger) as counts:
         await counts.count("s1", None, WAIT)  # loaded
         result = await ledger.pipeline.process([created("e1"), created("e2", connection="c2")])
@@ -116,7 +117,9 @@ async def test_while_own_commits_flow_the_follower_does_not_poll_yet_sees_other_
         assert (await counts.count("s3", None, 0))["count"] == 1
 
 
-async def test_min_position_past_the_head_answers_after_the_wait_with_what_it_has(ledger: Ledger) -> None:
+async def test_min_position_past_the_head_answers_after_the_wait_with_what_it_has(
+    ledger: LedgerService,
+) -> None:
     await ledger.pipeline.process([created("e1")])
     async with follow_counts(ledger) as counts:
         loop = asyncio.get_running_loop()
@@ -126,7 +129,7 @@ async def test_min_position_past_the_head_answers_after_the_wait_with_what_it_ha
         assert answer == {"sessionId": "s1", "count": 1, "position": 1}
 
 
-async def test_min_position_is_answered_as_soon_as_the_position_commits(ledger: Ledger) -> None:
+async def test_min_position_is_answered_as_soon_as_the_position_commits(ledger: LedgerService) -> None:
     async with follow_counts(ledger) as counts:
         await counts.count("s1", None, WAIT)
         waiting = asyncio.create_task(counts.count("s1", 2, WAIT))

@@ -32,9 +32,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from service.bootstrap import Ledger, open_ledger
-from service.ledger.model import Appended, Duplicate, Incoming
+from service.app.bootstrap import open_ledger
+from service.inbound import Incoming
+from service.ledger.model import Appended, Duplicate
 from service.ledger.records import record_to_dict
+from service.pipeline.ledger_service import LedgerService
 from service.settings import Settings
 from tests.reference import CREATED, DESTROYED, ReferenceFold, Step
 
@@ -108,12 +110,12 @@ def scenarios(draw: st.DrawFn, *, bots: bool) -> Scenario:
     return Scenario(sessions, events, batches)
 
 
-async def _rows(ledger: Ledger, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+async def _rows(ledger: LedgerService, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     async with ledger.store.engine.connect() as connection:
         return [tuple(r) for r in (await connection.execute(text(sql), params)).all()]
 
 
-async def _projection(ledger: Ledger, where: str = "", **params: Any) -> tuple[list[Any], list[Any]]:
+async def _projection(ledger: LedgerService, where: str = "", **params: Any) -> tuple[list[Any], list[Any]]:
     connections = await _rows(
         ledger,
         "SELECT session_id, connection_id, live, creation_time, data, created_position, "
@@ -127,7 +129,7 @@ async def _projection(ledger: Ledger, where: str = "", **params: Any) -> tuple[l
     return [(*r[:2], bool(r[2]), *r[3:]) for r in connections], sessions
 
 
-async def _records_after(ledger: Ledger, after: int) -> list[dict[str, Any]]:
+async def _records_after(ledger: LedgerService, after: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     async with aclosing(ledger.store.records(after=after)) as pages:
         async for rows in pages:
@@ -135,7 +137,7 @@ async def _records_after(ledger: Ledger, after: int) -> list[dict[str, Any]]:
     return out
 
 
-async def check(ledger: Ledger, scenario: Scenario, *, hooked: bool) -> None:
+async def check(ledger: LedgerService, scenario: Scenario, *, hooked: bool) -> None:
     namespace = uuid.uuid4().hex[:12]
     session_names = [f"{namespace}-S{k}" for k in range(scenario.sessions)]
     ids = [f"{namespace}-e{i}" for i in range(len(scenario.events))]
@@ -250,7 +252,9 @@ async def hooked_ledger(settings: Settings) -> Any:
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @_examples(60)
 @given(scenario=scenarios(bots=False))
-async def test_the_projection_is_the_fold_of_the_ledger_on_sqlite(ledger: Ledger, scenario: Scenario) -> None:
+async def test_the_projection_is_the_fold_of_the_ledger_on_sqlite(
+    ledger: LedgerService, scenario: Scenario
+) -> None:
     await check(ledger, scenario, hooked=False)
 
 
@@ -258,7 +262,7 @@ async def test_the_projection_is_the_fold_of_the_ledger_on_sqlite(ledger: Ledger
 @_examples(25)
 @given(scenario=scenarios(bots=False))
 async def test_the_projection_is_the_fold_of_the_ledger_on_postgresql(
-    ledger: Ledger, scenario: Scenario
+    ledger: LedgerService, scenario: Scenario
 ) -> None:
     await check(ledger, scenario, hooked=False)
 
@@ -267,7 +271,7 @@ async def test_the_projection_is_the_fold_of_the_ledger_on_postgresql(
 @_examples(40)
 @given(scenario=scenarios(bots=True))
 async def test_prevented_events_change_nothing_and_leave_no_tombstone_on_sqlite(
-    hooked_ledger: Ledger, scenario: Scenario
+    hooked_ledger: LedgerService, scenario: Scenario
 ) -> None:
     await check(hooked_ledger, scenario, hooked=True)
 
@@ -276,6 +280,6 @@ async def test_prevented_events_change_nothing_and_leave_no_tombstone_on_sqlite(
 @_examples(20)
 @given(scenario=scenarios(bots=True))
 async def test_prevented_events_change_nothing_and_leave_no_tombstone_on_postgresql(
-    hooked_ledger: Ledger, scenario: Scenario
+    hooked_ledger: LedgerService, scenario: Scenario
 ) -> None:
     await check(hooked_ledger, scenario, hooked=True)

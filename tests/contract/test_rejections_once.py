@@ -12,9 +12,9 @@ import orjson
 import pytest
 from nats.aio.msg import Msg
 
-from service.bootstrap import Ledger
-from service.ledger.model import Incoming, message_key
+from service.inbound import Incoming, message_key
 from service.ledger.records import rejected_to_dict
+from service.pipeline.ledger_service import LedgerService
 from tests.helpers import body, created
 
 SUBJECT = "connections.s1.connectionCreated"
@@ -39,11 +39,11 @@ def _batch(delivered: int) -> list[Incoming]:
     ]
 
 
-async def _stored(ledger: Ledger) -> list[dict[str, object]]:
+async def _stored(ledger: LedgerService) -> list[dict[str, object]]:
     return [rejected_to_dict(row) async for page in ledger.store.rejected() for row in page]
 
 
-async def test_a_batch_committed_twice_stores_each_rejection_once(ledger: Ledger) -> None:
+async def test_a_batch_committed_twice_stores_each_rejection_once(ledger: LedgerService) -> None:
     await ledger.pipeline.process([created("e1")])
     first = await ledger.pipeline.process(_batch(delivered=1))
     # The same messages again: the batch above committed, its acknowledgement never arrived.
@@ -62,7 +62,7 @@ async def test_a_batch_committed_twice_stores_each_rejection_once(ledger: Ledger
     assert len(await _stored(ledger)) == 3
 
 
-async def test_rejections_without_a_message_identity_are_stored_each_time(ledger: Ledger) -> None:
+async def test_rejections_without_a_message_identity_are_stored_each_time(ledger: LedgerService) -> None:
     for _ in range(2):
         await ledger.pipeline.process([Incoming(b"{broken", 1, "import"), Incoming(b"{broken", 1, "http")])
     assert [s["source"] for s in await _stored(ledger)] == ["import", "http", "import", "http"]

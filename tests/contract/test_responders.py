@@ -9,11 +9,11 @@ import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.bootstrap import Ledger
 from service.ledger import store as store_module
 from service.ledger.database import create_engine
 from service.ledger.store import LedgerStore
 from service.nats.responders import Responders
+from service.pipeline.ledger_service import LedgerService
 from service.settings import Settings
 from service.streaming_readers import StreamingReaders
 from tests.helpers import created
@@ -58,13 +58,13 @@ class PoolTakenAfterFirstPage(RecordingNats):
             self.taken = await self.readers.connect()
 
 
-def _store_with_one_reader(ledger: Ledger, settings: Settings) -> tuple[LedgerStore, AsyncEngine]:
+def _store_with_one_reader(ledger: LedgerService, settings: Settings) -> tuple[LedgerStore, AsyncEngine]:
     readers = create_engine(settings.resolved_database_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
     return type(ledger.store)(ledger.store.engine, readers), readers
 
 
 async def test_a_replay_cut_short_by_the_database_ends_with_the_marker_and_says_why(
-    ledger: Ledger, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ledger: LedgerService, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await ledger.pipeline.process([created(f"e{i}", connection=f"c{i}") for i in range(1, 4)])
     monkeypatch.setattr(store_module, "READ_CHUNK", 2)
@@ -85,7 +85,7 @@ async def test_a_replay_cut_short_by_the_database_ends_with_the_marker_and_says_
 
 
 async def test_a_replay_past_the_cap_on_readers_is_refused_with_the_marker(
-    ledger: Ledger, settings: Settings
+    ledger: LedgerService, settings: Settings
 ) -> None:
     await ledger.pipeline.process([created("e1")])
     nats = RecordingNats()
@@ -104,7 +104,7 @@ async def test_a_replay_past_the_cap_on_readers_is_refused_with_the_marker(
     assert readers.active == 0
 
 
-async def test_a_whole_replay_ends_with_the_marker_alone(ledger: Ledger, settings: Settings) -> None:
+async def test_a_whole_replay_ends_with_the_marker_alone(ledger: LedgerService, settings: Settings) -> None:
     await ledger.pipeline.process([created(f"e{i}", connection=f"c{i}") for i in range(1, 4)])
     nats = RecordingNats()
     responders = Responders(nats, ledger.queries, ledger.store, settings, None, ledger.streaming)  # type: ignore[arg-type]
@@ -114,7 +114,7 @@ async def test_a_whole_replay_ends_with_the_marker_alone(ledger: Ledger, setting
 
 
 async def test_a_replay_past_the_largest_position_is_refused_naming_the_field(
-    ledger: Ledger, settings: Settings
+    ledger: LedgerService, settings: Settings
 ) -> None:
     await ledger.pipeline.process([created("e1")])
     nats = RecordingNats()

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from service.bootstrap import open_ledger
-from service.ledger.model import Incoming
+from service.app.bootstrap import open_ledger
+from service.inbound import Incoming
 from service.settings import load_settings
 
 SESSIONS = 6

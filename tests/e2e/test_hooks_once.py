@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from service.events import Event, decode
-from service.traffic import generate
+from service.simulation.traffic import generate
 from tests.e2e.conftest import Service
 from tests.e2e.natsutil import publish_all, wait_for_head
 

@@ -17,9 +17,10 @@ import orjson
 import pytest
 from nats.aio.client import Client
 
-from service.bootstrap import Ledger, open_ledger
+from service.app.bootstrap import open_ledger
+from service.commit_signal import CommitSignal
 from service.nats.ingest import Ingestor
-from service.notify import CommitSignal
+from service.pipeline.ledger_service import LedgerService
 from service.settings import Settings, load_settings
 from tests.helpers import body
 
@@ -30,7 +31,7 @@ async def nats_settings(database_url: str, nats_url: str, tmp_path: Path) -> Set
 
 
 @pytest.fixture
-async def ledger_on(nats_settings: Settings) -> AsyncIterator[Ledger]:
+async def ledger_on(nats_settings: Settings) -> AsyncIterator[LedgerService]:
     async with open_ledger(nats_settings) as ledger:
         yield ledger
 
@@ -54,7 +55,7 @@ async def _wait_for(condition: Any, timeout: float = 15) -> None:
 
 
 async def test_notices_that_cannot_be_published_neither_stop_ingest_nor_its_acks(
-    ledger_on: Ledger, nats_settings: Settings, nats_url: str, caplog: pytest.LogCaptureFixture
+    ledger_on: LedgerService, nats_settings: Settings, nats_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     ledger = ledger_on
     nc = await nats.connect(nats_url)
@@ -108,5 +109,5 @@ async def _stream_exists(nc: Client, settings: Settings) -> bool:
     return True
 
 
-async def _head_is(ledger: Ledger, position: int) -> bool:
+async def _head_is(ledger: LedgerService, position: int) -> bool:
     return await ledger.queries.head() == position

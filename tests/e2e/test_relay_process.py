@@ -21,7 +21,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from service.events import Event, decode
-from service.traffic import generate
+from service.simulation.traffic import generate
 from tests.e2e.conftest import Service
 from tests.e2e.natsutil import ledger_stream, publish_all, wait_for_head
 

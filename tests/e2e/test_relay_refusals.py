@@ -17,10 +17,10 @@ import orjson
 import pytest
 from nats.js.api import StreamConfig
 
-from service.bootstrap import Ledger
+from service.commit_signal import CommitSignal
 from service.ledger.checkpoints import read_checkpoint
 from service.nats.relay import RELAY_CHECKPOINT, Relay
-from service.notify import CommitSignal
+from service.pipeline.ledger_service import LedgerService
 from tests.e2e.conftest import Service
 from tests.e2e.natsutil import ledger_stream, publish_all, replay, wait_for_head
 from tests.helpers import body, created
@@ -40,7 +40,7 @@ async def _until(check: Callable[[], bool], seconds: float) -> None:
 
 @pytest.mark.timeout(60)
 async def test_a_record_refused_for_good_stops_the_relay_just_before_it(
-    ledger: Ledger, nats_url: str, caplog: pytest.LogCaptureFixture
+    ledger: LedgerService, nats_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="service.nats.relay")
     nc = await nats.connect(nats_url)
@@ -124,7 +124,7 @@ async def test_serve_tells_of_the_refused_record_in_its_metrics(
 
 @pytest.mark.timeout(60)
 async def test_a_refusal_that_may_pass_is_tried_again_after_growing_pauses(
-    ledger: Ledger, nats_url: str, caplog: pytest.LogCaptureFixture
+    ledger: LedgerService, nats_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     if ledger.store.dialect != "sqlite":
         pytest.skip("the relay's pauses do not depend on the database")

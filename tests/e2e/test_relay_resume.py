@@ -12,16 +12,16 @@ import pytest
 from nats.js.api import StorageType, StreamConfig
 from sqlalchemy import text
 
-from service.bootstrap import Ledger
+from service.commit_signal import CommitSignal
 from service.nats.relay import RELAY_CHECKPOINT, Relay
-from service.notify import CommitSignal
+from service.pipeline.ledger_service import LedgerService
 from tests.e2e.natsutil import ledger_stream
 from tests.helpers import created
 
 DUPLICATE_WINDOW = 0.5
 
 
-async def _relay_until(ledger: Ledger, nc: nats.NATS, stored: int) -> None:
+async def _relay_until(ledger: LedgerService, nc: nats.NATS, stored: int) -> None:
     committed = CommitSignal()
     relay = Relay(nc, ledger.store, ledger.settings, committed)
     running = asyncio.create_task(relay.run())
@@ -37,7 +37,7 @@ async def _relay_until(ledger: Ledger, nc: nats.NATS, stored: int) -> None:
             await asyncio.wait_for(running, 30)
 
 
-async def _set_checkpoint(ledger: Ledger, position: int) -> None:
+async def _set_checkpoint(ledger: LedgerService, position: int) -> None:
     async with ledger.store.engine.begin() as connection:
         await connection.execute(
             text("UPDATE projection_checkpoints SET position = :position WHERE name = :name"),
@@ -47,7 +47,7 @@ async def _set_checkpoint(ledger: Ledger, position: int) -> None:
 
 @pytest.mark.timeout(90)
 async def test_a_relay_back_after_the_duplicate_window_stores_nothing_twice(
-    ledger: Ledger, nats_url: str
+    ledger: LedgerService, nats_url: str
 ) -> None:
     nc = await nats.connect(nats_url)
     try:
@@ -75,7 +75,7 @@ async def test_a_relay_back_after_the_duplicate_window_stores_nothing_twice(
 
 
 @pytest.mark.timeout(60)
-async def test_a_stream_kept_from_another_ledger_is_not_trusted(ledger: Ledger, nats_url: str) -> None:
+async def test_a_stream_kept_from_another_ledger_is_not_trusted(ledger: LedgerService, nats_url: str) -> None:
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()

@@ -18,11 +18,11 @@ import nats
 import pytest
 from sqlalchemy import text
 
-from service.bootstrap import Ledger
+from service.inbound import Incoming
 from service.ledger.checkpoints import read_checkpoint
-from service.ledger.model import Incoming
 from service.nats.head import announce_head
 from service.nats.relay import RELAY_CHECKPOINT, RELAY_LEASE, ensure_ledger_stream
+from service.pipeline.ledger_service import LedgerService
 from tests.e2e.natsutil import ledger_stream
 from tests.helpers import created
 
@@ -67,7 +67,7 @@ async def _start_relay(env: dict[str, str], log: Path, cwd: Path) -> asyncio.sub
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_the_lease_holders_connection_killed_halfway_leaves_ledger_whole_and_in_order(
-    ledger: Ledger, nats_url: str, database_url: str, tmp_path: Path
+    ledger: LedgerService, nats_url: str, database_url: str, tmp_path: Path
 ) -> None:
     if ledger.store.dialect != "postgresql":
         pytest.skip("instances share the relay lease on PostgreSQL")

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.engine import URL, make_url
 
 from service.events import Event, decode
-from service.traffic import generate
+from service.simulation.traffic import generate
 from tests.e2e.conftest import Service
 from tests.e2e.natsutil import (
     ask,

@@ -16,7 +16,7 @@ import pytest
 from nats.aio.client import Client
 
 from service.events import Event, decode
-from service.traffic import generate
+from service.simulation.traffic import generate
 from tests.e2e.conftest import Service
 from tests.e2e.natsutil import ask, final_live_sets, publish_all, replay
 
@@ -96,7 +96,7 @@ async def test_events_land_once_and_everything_answers(service_factory: type[Ser
                 published.append(orjson.loads(message.data))
                 assert message.headers is not None
                 assert message.headers["Nats-Msg-Id"] == published[-1]["id"]
-                # Chained batches (acked_publisher.py): each names the record before it.
+                # Chained batches (chained_publisher.py): each names the record before it.
                 if (before := message.headers.get("Nats-Expected-Last-Msg-Id")) is not None:
                     assert before == published[-2]["id"]
                 assert (

@@ -17,7 +17,7 @@ import nats
 import pytest
 
 from service.events import Event, decode
-from service.traffic import generate
+from service.simulation.traffic import generate
 from tests.e2e.conftest import Service
 from tests.e2e.natsutil import ask, final_live_sets, publish_all, wait_for_head
 from tests.helpers import stalled_http_reader

@@ -9,8 +9,8 @@ import sys
 import orjson
 import pytest
 
+from service.logs import JsonFormatter, TextFormatter
 from service.nats.connect import _on_error
-from service.serve import JsonFormatter, TextFormatter
 
 SECRET_URLS = "nats://ledger:hunter2@nats-1:4222,nats://s3cr3ttoken@nats-2:4222"
 MASKED_URLS = "nats://ledger:***@nats-1:4222,nats://***@nats-2:4222"

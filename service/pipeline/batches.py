@@ -32,20 +32,11 @@ from dataclasses import dataclass, field
 from service.errors import RejectedInput
 from service.events import Ignored, decode
 from service.hooks.runner import HookRunner
-from service.ledger.model import (
-    Appended,
-    BatchResult,
-    Candidate,
-    Deferred,
-    Duplicate,
-    IgnoredInput,
-    Incoming,
-    Outcome,
-    Rejected,
-    Rejection,
-)
+from service.inbound import Incoming
+from service.ledger.model import Appended, Candidate, Duplicate, Rejected, Rejection
 from service.ledger.store import LedgerStore
 from service.metrics import Metrics
+from service.pipeline.outcomes import BatchResult, Deferred, IgnoredInput, Outcome
 
 __all__ = ["CommitListener", "Pipeline", "Prepared"]
 

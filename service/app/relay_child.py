@@ -3,7 +3,7 @@ streams exist, started again with backoff should it exit on its own, and stopped
 
 The child gets the parent's settings through the environment, with the NATS URL the parent
 resolved (the bundled server's included), and a pipe as its standard input, which it watches
-(relay_runner.py). Its log lines go to the parent's standard error; its standard output tells
+(relay_command.py). Its log lines go to the parent's standard error; its standard output tells
 the parent that it is ready, and the position of a record the stream refused for good, which
 stopped it: the child then stays up, idle, rather than exit and be started again to meet the
 same refusal.

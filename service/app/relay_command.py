@@ -23,13 +23,13 @@ import signal
 import sys
 from typing import Any
 
-from service.bootstrap import open_ledger
+from service.app.bootstrap import open_ledger
+from service.app.process_tuning import settle_for_serving
+from service.commit_signal import CommitSignal
 from service.errors import ConfigurationError
 from service.nats.connect import connect
 from service.nats.head import follow_heads
 from service.nats.relay import Relay, ensure_ledger_stream
-from service.notify import CommitSignal
-from service.runtime import settle_for_serving
 from service.settings import Settings
 
 __all__ = ["run_relay"]

@@ -1,7 +1,7 @@
 """`connledger simulate`: realistic traffic against a running service, at a chosen rate, so
 that a newcomer can watch the dashboard move. Sessions fill and empty, connections drop off the
 network or are forced out, recorders join, producers retry (duplicates) and leaves overtake
-joins (out of order): see traffic.py."""
+joins (out of order): see traffic.py beside it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import orjson
 
 from service.nats.connect import connect
 from service.settings import Settings
-from service.traffic import generate
+from service.simulation.traffic import generate
 
 __all__ = ["nats_url_for_simulation", "simulate"]
 

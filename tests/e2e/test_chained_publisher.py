@@ -1,5 +1,5 @@
 """Batches published to JetStream with every acknowledgement counted
-(service/nats/acked_publisher.py), against a real nats-server."""
+(service/nats/chained_publisher.py), against a real nats-server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 
-from service.nats.acked_publisher import AckedPublisher, PublishFailed
+from service.nats.chained_publisher import AckedPublisher, PublishFailed
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import logging
 
 from nats.aio.client import Client
 
-from service.bootstrap import Ledger
 from service.ledger.checkpoints import read_checkpoint
 from service.nats.relay import RELAY_CHECKPOINT, Relay
+from service.pipeline.ledger_service import LedgerService
 
 __all__ = ["sample_forever"]
 
@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 INTERVAL = 5.0
 
 
-async def sample_forever(nc: Client, ledger: Ledger, relay: Relay | None, stopping: asyncio.Event) -> None:
+async def sample_forever(
+    nc: Client, ledger: LedgerService, relay: Relay | None, stopping: asyncio.Event
+) -> None:
     settings, metrics = ledger.settings, ledger.metrics
     js = nc.jetstream()
     while not stopping.is_set():

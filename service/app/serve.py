@@ -8,13 +8,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
-import time
 from typing import Any
 
-import orjson
-
-from service.bootstrap import follow_counts, open_ledger
+from service.app.bootstrap import follow_counts, open_ledger
+from service.app.process_tuning import settle_for_serving
+from service.app.relay_child import RelayProcess
+from service.app.sampled_gauges import sample_forever
+from service.commit_signal import CommitSignal
 from service.errors import ConfigurationError
 from service.http.app import HttpContext, create_app
 from service.http.server import HttpServer
@@ -22,15 +22,11 @@ from service.nats.connect import connect
 from service.nats.embedded import EmbeddedNats
 from service.nats.head import follow_heads
 from service.nats.ingest import Ingestor
-from service.nats.publisher import EventPublisher
+from service.nats.intake_publisher import EventPublisher
 from service.nats.relay import Relay
-from service.nats.relay_process import RelayProcess
 from service.nats.responders import Responders
-from service.nats.sampler import sample_forever
 from service.nats.streams import ensure_streams
-from service.notify import CommitSignal
-from service.redact import mask_nats_urls, mask_secrets, mask_url
-from service.runtime import settle_for_serving
+from service.redact import mask_nats_urls, mask_url
 from service.settings import Settings
 
 __all__ = ["serve"]
@@ -61,7 +57,7 @@ async def serve(settings: Settings) -> int:
             committed = CommitSignal()
             ingestor = Ingestor(nc, ledger.pipeline, settings, committed)
             # The relay inline shares this process's CPU with ingest; as a child process it runs
-            # on another core (relay_process.py).
+            # on another core (relay_child.py).
             # A record the stream refuses for good stops the relay; the gauge says which.
             refused = ledger.metrics.relay_refused
             relay: Relay | None = None
@@ -164,44 +160,3 @@ async def serve(settings: Settings) -> int:
     finally:
         if embedded is not None:
             await embedded.stop()
-
-
-class TextFormatter(logging.Formatter):
-    """A line of text for a terminal. Any URL's password in it is masked, whoever logged it
-    (nats-py, uvicorn, an exception's message): see redact.py."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return mask_secrets(super().format(record))
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors: what a terminal shows as text, URL
-    passwords masked as there."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": mask_secrets(record.getMessage()),
-        }
-        if record.exc_info:
-            entry["exception"] = mask_secrets(self.formatException(record.exc_info))
-        return orjson.dumps(entry).decode()
-
-
-def configure_logging() -> None:
-    """Text on a terminal, JSON lines otherwise; nothing per message at INFO."""
-    handler = logging.StreamHandler(sys.stderr)
-    if sys.stderr.isatty():
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:
-        formatter = JsonFormatter()
-        formatter.converter = time.gmtime
-        handler.setFormatter(formatter)
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    # nats-py reports reconnects itself; our callbacks log them once, in a line each.
-    logging.getLogger("nats").setLevel(logging.WARNING)
-    # Alembic announces each of its plugins at INFO when it migrates; the migrations it runs
-    # are worth a line each, its plugins are not.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

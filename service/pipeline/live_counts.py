@@ -29,11 +29,11 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.commit_signal import CommitSignal
 from service.errors import TransientError
 from service.ledger.append import CHECKPOINT
-from service.ledger.model import BatchResult
 from service.ledger.store import transient_errors
-from service.notify import CommitSignal
+from service.pipeline.outcomes import BatchResult
 
 __all__ = ["LiveCounts"]
 

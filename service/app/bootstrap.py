@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 
 from service.hooks.loader import load_hooks
 from service.hooks.runner import HookRunner
@@ -15,13 +14,14 @@ from service.ledger.postgres import PostgresStore
 from service.ledger.sqlite import SqliteStore
 from service.ledger.store import LedgerStore, database_setting_errors, transient_errors
 from service.metrics import Metrics
-from service.pipeline import Pipeline
-from service.projections.live_counts import LiveCounts
-from service.projections.queries import ProjectionQueries
+from service.pipeline.batches import Pipeline
+from service.pipeline.ledger_service import LedgerService
+from service.pipeline.live_counts import LiveCounts
+from service.pipeline.queries import ProjectionQueries
 from service.settings import Settings
 from service.streaming_readers import StreamingReaders
 
-__all__ = ["Ledger", "follow_counts", "open_ledger"]
+__all__ = ["follow_counts", "open_ledger"]
 
 # Connections of the readers' pool (and as many again under load). Each streaming reader holds
 # one only while it reads a page, so a few serve every reader in turn; a reader that waits for
@@ -29,20 +29,10 @@ __all__ = ["Ledger", "follow_counts", "open_ledger"]
 READER_POOL_SIZE = 3
 
 
-@dataclass(frozen=True, slots=True)
-class Ledger:
-    settings: Settings
-    store: LedgerStore
-    queries: ProjectionQueries
-    pipeline: Pipeline
-    metrics: Metrics
-    streaming: StreamingReaders
-
-
 @asynccontextmanager
 async def open_ledger(
     settings: Settings, *, run_migrations: bool = True, with_hooks: bool = True
-) -> AsyncIterator[Ledger]:
+) -> AsyncIterator[LedgerService]:
     url = settings.resolved_database_url
     engine = create_engine(url, sqlite_synchronous=settings.sqlite_synchronous)
     # Streamed history has a pool of its own (see LedgerStore): appends never wait behind it.
@@ -64,14 +54,14 @@ async def open_ledger(
         metrics = Metrics()
         pipeline = Pipeline(store, hooks, settings.subject_prefix, metrics, settings.hook_claim_timeout)
         streaming = StreamingReaders(settings.max_streaming_readers, metrics)
-        yield Ledger(settings, store, ProjectionQueries(engine), pipeline, metrics, streaming)
+        yield LedgerService(settings, store, ProjectionQueries(engine), pipeline, metrics, streaming)
     finally:
         await readers.dispose()
         await engine.dispose()
 
 
 @asynccontextmanager
-async def follow_counts(ledger: Ledger) -> AsyncIterator[LiveCounts]:
+async def follow_counts(ledger: LedgerService) -> AsyncIterator[LiveCounts]:
     """The in-memory counts of a serving process: told of every commit of this process's
     pipeline, and following the ledger for every other writer's, until the block ends."""
     counts = LiveCounts(ledger.store.engine, poll_interval=ledger.settings.follow_interval)

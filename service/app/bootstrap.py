@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
+from service.driver_internals import check_versions
 from service.hooks.loader import load_hooks
 from service.hooks.runner import HookRunner
 from service.ledger.database import create_engine, ensure_schema
@@ -33,6 +34,8 @@ READER_POOL_SIZE = 3
 async def open_ledger(
     settings: Settings, *, run_migrations: bool = True, with_hooks: bool = True
 ) -> AsyncIterator[LedgerService]:
+    # Before anything runs on them: the private attributes reached in driver_internals.py.
+    check_versions()
     url = settings.resolved_database_url
     engine = create_engine(url, sqlite_synchronous=settings.sqlite_synchronous)
     # Streamed history has a pool of its own (see LedgerStore): appends never wait behind it.

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.driver_internals import on_sqlite_thread
 from service.ledger.append import (
     CHECKPOINT,
     BatchState,
@@ -158,11 +159,9 @@ def _on_thread(db: Any, work: Callable[[sqlite3.Connection], T]) -> Awaitable[T]
     while the event loop's thread decodes the next batch, that is a wait of up to the switch
     interval each time. An append made of separate calls took some thirty hops, which cost more
     than its statements; a step of several statements as one call costs one. aiosqlite has no
-    public way to run a callable on its thread: `_execute` and `_conn` are its own, unchanged
-    from 0.17 to 0.22 (the version is pinned in requirements.lock, and every test that appends
-    goes through here)."""
-    result: Awaitable[T] = db._execute(work, db._conn)
-    return result
+    public way to run a callable on its thread (see service/driver_internals.py); every test
+    that appends goes through here."""
+    return on_sqlite_thread(db, work)
 
 
 def _write_rows(conn: sqlite3.Connection, template: str, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -6,9 +6,8 @@ and a signal to the flusher task each time, 4 to 5 us of the ingest loop per mes
 of its CPU under a backlog, measured with py-spy). Here the PUB commands of a whole batch are
 joined into one and queued once, for the client's flusher to write.
 
-This uses nats-py's pending-output queue (`_send_command`, `_flush_pending`, what `publish`
-itself calls) and the message's `_ackd` flag, which are private to it: the version is pinned in
-requirements.lock, and every ingest test acknowledges through here.
+This uses nats-py's pending-output queue and the message's acknowledged flag, which are private
+to it, through service/driver_internals.py; every ingest test acknowledges through here.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from collections.abc import Sequence
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, MsgAlreadyAckdError, NotJSMessageError
+
+from service.driver_internals import is_acked, mark_acked, queue_commands
 
 __all__ = ["ack_all", "progress_all"]
 
@@ -31,24 +32,22 @@ async def ack_all(nc: Client, messages: Sequence[Msg]) -> None:
     for message in messages:
         if not message.reply:
             raise NotJSMessageError
-        if message._ackd:
+        if is_acked(message):
             raise MsgAlreadyAckdError(message)
     # While reconnecting, the command waits in the same queue as any publish would, and goes
     # out once connected again; an ack that never arrives means a redelivery, a duplicate.
-    await nc._send_command(b"".join([b"PUB %s 0\r\n\r\n" % m.reply.encode() for m in messages]))
-    await nc._flush_pending()
+    await queue_commands(nc, b"".join([b"PUB %s 0\r\n\r\n" % m.reply.encode() for m in messages]))
     for message in messages:
-        message._ackd = True
+        mark_acked(message)
 
 
 async def progress_all(nc: Client, messages: Sequence[Msg]) -> None:
     """Tell JetStream that each of `messages` is still being worked on (`+WPI` to its reply
     subject, as `Msg.in_progress` would, which starts its ack_wait again), in one write.
     Messages acknowledged already are left out: their ack has been queued before."""
-    pending = [m for m in messages if m.reply and not m._ackd]
+    pending = [m for m in messages if m.reply and not is_acked(m)]
     if not pending:
         return
     if nc.is_closed:
         raise ConnectionClosedError
-    await nc._send_command(b"".join([b"PUB %s 4\r\n+WPI\r\n" % m.reply.encode() for m in pending]))
-    await nc._flush_pending()
+    await queue_commands(nc, b"".join([b"PUB %s 4\r\n+WPI\r\n" % m.reply.encode() for m in pending]))

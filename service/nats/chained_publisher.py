@@ -39,10 +39,10 @@ A batch that raises was not (wholly) stored: the caller publishes the rest again
 JetStream's deduplication (Nats-Msg-Id) absorbs what had been stored.
 
 The messages' commands are written into nats-py's pending-output queue a slice at a time
-(`_send_command`, `_flush_pending`, as its `publish` does) instead of one `publish` call each,
-which costs 3-4 us a message in checks and header encoding: subjects and message ids come from
-the ledger, whose rules keep them valid (service/events.py). The version is pinned in
-requirements.lock, and every relay test publishes through here.
+(as its `publish` does, through service/driver_internals.py) instead of one `publish` call each,
+which costs checks and header encoding per message: subjects and message ids come from
+the ledger, whose rules keep them valid (service/events.py). The nats-py versions this was
+written for are checked at start-up, and every relay test publishes through here.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError, OutboundBufferLimitError
+
+from service.driver_internals import outbound_buffer_full, queue_commands
 
 __all__ = ["AckedPublisher", "PublishFailed"]
 
@@ -238,11 +240,10 @@ class AckedPublisher:
                         % (subject.encode(), to, len(head), len(head) + len(payload), head, payload)
                     )
                 command = b"".join(commands)
-                if not nc.is_connected and len(command) + nc._pending_data_size > nc._max_pending_size:
+                if outbound_buffer_full(nc, len(command)):
                     # Reconnecting, and the client's buffer for that is full (as `publish`).
                     raise OutboundBufferLimitError
-                await nc._send_command(command)
-                await nc._flush_pending()
+                await queue_commands(nc, command)
                 await asyncio.sleep(0)  # let the replies already back (and everyone else) through
             await asyncio.wait_for(asyncio.shield(self._done), seconds)
         finally:

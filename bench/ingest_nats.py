@@ -87,7 +87,7 @@ sys.path.insert(0, str(ROOT))
 from service.events import Event, decode  # noqa: E402
 from service.ledger.database import create_engine  # noqa: E402
 from service.nats.embedded import find_binary  # noqa: E402
-from service.nats.ingest import ensure_connections_stream  # noqa: E402
+from service.nats.streams import ensure_connections_stream  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.simulation.traffic import generate  # noqa: E402
 

@@ -29,7 +29,8 @@ from service.commit_signal import CommitSignal
 from service.errors import ConfigurationError
 from service.nats.connect import connect
 from service.nats.head import follow_heads
-from service.nats.relay import Relay, ensure_ledger_stream
+from service.nats.relay import Relay
+from service.nats.streams import ensure_ledger_stream
 from service.settings import Settings
 
 __all__ = ["run_relay"]

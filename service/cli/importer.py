@@ -30,6 +30,7 @@ from service.inbound import Incoming
 from service.ledger.model import Rejected
 from service.ledger.store import now_ms
 from service.pipeline.batches import Pipeline, Prepared
+from service.pipeline.decode_ahead import CommitBehind
 from service.pipeline.outcomes import BatchResult, Deferred
 from service.subjects import HEADER_IMPORT_LINE, HEADER_IMPORT_SOURCE
 
@@ -63,11 +64,11 @@ class ImportReport:
 
     def add(self, result: BatchResult, line_numbers: list[int]) -> None:
         tally = result.tally()
-        self.appended += tally["appended"]
-        self.duplicates += tally["duplicates"]
-        self.rejected += tally["rejected"]
-        self.ignored += tally["ignored"]
-        if tally["rejected"] and len(self.rejected_lines) < MAX_REPORTED:
+        self.appended += tally.appended
+        self.duplicates += tally.duplicates
+        self.rejected += tally.rejected
+        self.ignored += tally.ignored
+        if tally.rejected and len(self.rejected_lines) < MAX_REPORTED:
             for line, outcome in zip(line_numbers, result.outcomes, strict=True):
                 if isinstance(outcome, Rejected) and len(self.rejected_lines) < MAX_REPORTED:
                     self.rejected_lines.append((line, outcome))
@@ -188,29 +189,33 @@ async def import_stream(
                     progress(lines.consumed)
         finally:
             renewing.cancel()
-    in_flight: asyncio.Task[BatchResult] | None = None
-    in_flight_lines: list[int] = []
+    # Without hooks, each batch is decoded while the one before it commits (see
+    # pipeline/decode_ahead.py).
+    commits: CommitBehind[tuple[BatchResult, list[int]]] = CommitBehind()
     try:
         while True:
             prepared, numbers = await _prepare_batch(pipeline, lines, batch_size)
-            if in_flight is not None:
-                report.add(await in_flight, in_flight_lines)
-                in_flight = None
             if not numbers:
                 break
-            in_flight = asyncio.create_task(pipeline.commit(prepared))
-            in_flight_lines = numbers
+            done = await commits.then(_commit(pipeline, prepared, numbers))
+            if done is not None:
+                report.add(*done)
             if progress is not None:
                 progress(lines.consumed)
+        done = await commits.wait()
+        if done is not None:
+            report.add(*done)
     finally:
-        if in_flight is not None:
-            # Something failed while a batch was being appended: let that append finish (or
-            # fail) rather than abandon it halfway, and mark its outcome as seen.
-            if not in_flight.done():
-                await asyncio.wait([in_flight])
-            if not in_flight.cancelled():
-                in_flight.exception()
+        # Something failed while a batch was being appended: let that append finish (or
+        # fail) rather than abandon it halfway.
+        await commits.settle()
     return report
+
+
+async def _commit(
+    pipeline: Pipeline, prepared: Prepared, numbers: list[int]
+) -> tuple[BatchResult, list[int]]:
+    return await pipeline.commit(prepared), numbers
 
 
 def open_input(path: str) -> tuple[BinaryIO, str, int | None]:

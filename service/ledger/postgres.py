@@ -58,7 +58,7 @@ from service.ledger.append import (
 from service.ledger.model import ExistingEvent
 from service.ledger.records import POSTGRES_RECORD_JSON, REJECTED_COLUMNS
 from service.ledger.schema import LEDGER_COLUMNS
-from service.ledger.store import LedgerStore, transient_errors
+from service.ledger.store import HEAD_SQL, LedgerStore, checkpoint_upsert, transient_errors
 from service.projections.fold import ConnectionState
 from service.projections.rebuild import (
     REBUILD_CONNECTIONS_POSTGRES,
@@ -107,7 +107,7 @@ def _rows(param: int, types: Sequence[str]) -> str:
 # library's).
 _READ_STATE = f"""
 SELECT
-  (SELECT coalesce(max(position), 0) FROM connection_ledger),
+  ({HEAD_SQL}),
   (SELECT json_agg(json_build_array(event_id, position, type, session_id, event_time,
                                     connection_id, creation_time, data, reason, project_id))::text
      FROM connection_ledger WHERE event_id IN (SELECT jsonb_array_elements_text($1::jsonb))),
@@ -150,8 +150,7 @@ WITH ledger AS (
   {_rows(5, ("text", "bigint"))}
   ON CONFLICT (session_id) DO UPDATE SET count = excluded.count
 )
-INSERT INTO projection_checkpoints (name, position) VALUES ($6, $7)
-ON CONFLICT (name) DO UPDATE SET position = excluded.position
+{checkpoint_upsert("$6", "$7")}
 """
 # Rows of a table above this many go by COPY of their own rather than in `_WRITE`: COPY
 # costs two more round trips, and the server takes its rows in half the time.
@@ -202,7 +201,7 @@ class _PostgresUnit:
         self.pg = pg
 
     async def head(self) -> int:
-        return int(await self.pg.fetchval("SELECT coalesce(max(position), 0) FROM connection_ledger"))
+        return int(await self.pg.fetchval(HEAD_SQL))
 
     async def existing(self, ids: Sequence[str]) -> dict[str, ExistingEvent]:
         rows = await self.pg.fetch(
@@ -251,12 +250,7 @@ class _PostgresUnit:
         )
 
     async def set_checkpoint(self, name: str, position: int) -> None:
-        await self.pg.execute(
-            "INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2) "
-            "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-            name,
-            position,
-        )
+        await self.pg.execute(checkpoint_upsert("$1", "$2"), name, position)
 
     async def insert_rejections(self, rows: Sequence[RejectionRow]) -> None:
         await self.pg.executemany(

@@ -32,7 +32,13 @@ from service.ledger.append import (
 from service.ledger.model import ExistingEvent
 from service.ledger.records import REJECTED_COLUMNS, SQLITE_RECORD_JSON
 from service.ledger.schema import LEDGER_COLUMNS
-from service.ledger.store import SAVE_POSITION_SQL, LedgerStore, transient_errors
+from service.ledger.store import (
+    HEAD_SQL,
+    SAVE_POSITION_SQL,
+    LedgerStore,
+    checkpoint_upsert,
+    transient_errors,
+)
 from service.projections.fold import ConnectionState
 from service.projections.rebuild import REBUILD_CONNECTIONS_SQLITE, REBUILD_SESSIONS
 
@@ -179,7 +185,7 @@ def _json_rows(conn: sqlite3.Connection, sql: str, parameters: Sequence[Any]) ->
 
 
 def _head(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT coalesce(max(position), 0) FROM connection_ledger").fetchone()[0])
+    return int(conn.execute(HEAD_SQL).fetchone()[0])
 
 
 def _existing(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, ExistingEvent]:
@@ -212,12 +218,11 @@ def _write(conn: sqlite3.Connection, writes: BatchWrites) -> None:
     _set_checkpoint(conn, CHECKPOINT, writes.checkpoint)
 
 
+_SET_CHECKPOINT = checkpoint_upsert("?", "?")
+
+
 def _set_checkpoint(conn: sqlite3.Connection, name: str, position: int) -> None:
-    conn.execute(
-        "INSERT INTO projection_checkpoints (name, position) VALUES (?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-        (name, position),
-    )
+    conn.execute(_SET_CHECKPOINT, (name, position))
 
 
 class _SqliteUnit:

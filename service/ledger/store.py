@@ -29,6 +29,7 @@ from service.ledger.model import Candidate, ExistingEvent, Rejection, Stored
 from service.ledger.records import RECORD_COLUMNS
 
 __all__ = [
+    "HEAD_SQL",
     "READ_CHUNK",
     "SAVE_POSITION_SQL",
     "LedgerStore",
@@ -41,6 +42,8 @@ READ_CHUNK = 5000
 # SQLSTATE classes that mean "try again": connection exception, insufficient resources,
 # operator intervention (shutdown, cannot connect now), transaction rollback (deadlock).
 _TRANSIENT_SQLSTATE_CLASSES = {"08", "53", "57", "40"}
+
+
 # A named position (the relay's checkpoint) only ever moves forward: a relay that lost its
 # lease without knowing yet, or a background write finishing late, may write a position below
 # the one its successor wrote, and a checkpoint moved back would have the next relay publish
@@ -49,11 +52,21 @@ _TRANSIENT_SQLSTATE_CLASSES = {"08", "53", "57", "40"}
 # greater) in SQL that both PostgreSQL and SQLite run. The projection's checkpoint is not written
 # through here, and must not be: the append transaction and `rebuild` set it to exactly what the
 # projection tables hold, which after a rebuild may be less than before.
-SAVE_POSITION_SQL = (
-    "INSERT INTO projection_checkpoints (name, position) VALUES (:name, :position) "
-    "ON CONFLICT (name) DO UPDATE SET position = excluded.position "
-    "WHERE excluded.position > projection_checkpoints.position"
-)
+def checkpoint_upsert(name: str, position: str, *, forward_only: bool = False) -> str:
+    """The one statement that writes a checkpoint, with the placeholders of the driver that
+    runs it (`?`, `:name`, `$1`): unconditional for the projection's, whose position the append
+    transaction and `rebuild` set exactly; `forward_only` for the others (see below)."""
+    sql = (
+        f"INSERT INTO projection_checkpoints (name, position) VALUES ({name}, {position}) "
+        "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
+    )
+    return sql + " WHERE excluded.position > projection_checkpoints.position" if forward_only else sql
+
+
+# The ledger's head: the last position appended, 0 when empty.
+HEAD_SQL = "SELECT coalesce(max(position), 0) FROM connection_ledger"
+
+SAVE_POSITION_SQL = checkpoint_upsert(":name", ":position", forward_only=True)
 _SAVE_POSITION = text(SAVE_POSITION_SQL)
 
 

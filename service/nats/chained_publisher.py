@@ -60,6 +60,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError, OutboundBufferLimitError
 
 from service.driver_internals import outbound_buffer_full, queue_commands
+from service.subjects import HEADER_EXPECTED_LAST_MSG_ID, HEADER_MSG_ID
 
 __all__ = ["AckedPublisher", "PublishFailed"]
 
@@ -256,8 +257,12 @@ class AckedPublisher:
             self._subscription = None
 
 
-_HEAD = b"NATS/1.0\r\nNats-Msg-Id: %b\r\n\r\n"
-_CHAINED_HEAD = b"NATS/1.0\r\nNats-Msg-Id: %b\r\nNats-Expected-Last-Msg-Id: %b\r\n\r\n"
+# Header blocks, written as the protocol has them (HPUB).
+_HEAD = b"NATS/1.0\r\n%s: %%b\r\n\r\n" % HEADER_MSG_ID.encode()
+_CHAINED_HEAD = b"NATS/1.0\r\n%s: %%b\r\n%s: %%b\r\n\r\n" % (
+    HEADER_MSG_ID.encode(),
+    HEADER_EXPECTED_LAST_MSG_ID.encode(),
+)
 
 
 def _head(msg_id: str, after: str | None) -> bytes:

@@ -40,8 +40,9 @@ from service.ledger.store import now_ms
 from service.nats.acks import ack_all, progress_all
 from service.nats.head import announce_head
 from service.nats.pull_feed import ByteBudget, PullFeed
-from service.nats.streams import connections_stream, ensure_stream
+from service.nats.streams import ensure_connections_stream
 from service.pipeline.batches import Pipeline, Prepared
+from service.pipeline.decode_ahead import CommitBehind
 from service.pipeline.outcomes import Deferred
 from service.settings import Settings
 from service.subjects import (
@@ -54,7 +55,7 @@ from service.subjects import (
     rejected_subject,
 )
 
-__all__ = ["Ingestor", "ensure_connections_stream"]
+__all__ = ["Ingestor"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,11 +64,6 @@ T = TypeVar("T")
 DEFERRED_REDELIVERY_SECONDS = 1.0
 # The header block's own framing (NATS/1.0 line, blank line) and the truncation header.
 HEADERS_ALLOWANCE = 128
-
-
-async def ensure_connections_stream(nc: Client, settings: Settings) -> None:
-    """CONNECTIONS, with the limits of the settings (see streams.py)."""
-    await ensure_stream(nc, *connections_stream(settings))
 
 
 def _header_value(text: str) -> str:
@@ -115,21 +111,16 @@ class Ingestor:
         settings = self.settings
         # Three things overlap: messages keep arriving into the feed while batches are worked
         # on, and, when there is a backlog and no hooks, the next batch is decoded while the
-        # one before it is being committed, in the database's thread or process. Commits stay
-        # one at a time and in arrival order, and each batch is acked only after its own commit.
-        #
-        # With hooks, `prepare` runs them on the events it does not find in the ledger, so it
-        # must see the batch before committed: a copy of one of its events (a redelivery) would
-        # otherwise run the hooks again (as in cli/importer.py).
+        # one before it is being committed (see pipeline/decode_ahead.py). Each batch is acked
+        # only after its own commit, by `_finish`.
         decode_ahead = not self.pipeline.hooks
-        committing: asyncio.Task[None] | None = None
+        commits: CommitBehind[None] = CommitBehind()
         while not self.stopping.is_set():
-            if committing is not None and (not decode_ahead or feed.buffered < settings.batch_size // 2):
+            if commits.committing and (not decode_ahead or feed.buffered < settings.batch_size // 2):
                 # No backlog: wait for the commit, then take everything that arrived during
                 # it in one batch. Decoding ahead pays only when a backlog keeps batches full;
                 # under a light load it would make each message wait out one more commit.
-                await committing
-                committing = None
+                await commits.wait()
             try:
                 messages = await feed.take(settings.fetch_timeout)
             except nats.errors.Error as error:
@@ -141,11 +132,10 @@ class Ingestor:
                 continue
             self._in_hand[id(messages)] = messages  # until _finish has acked them
             prepared = await self._prepare(messages)
-            if committing is not None:
-                await committing  # the batch before: committed and acked (or its error raised)
-            committing = asyncio.create_task(self._finish(messages, prepared))
-        if committing is not None:
-            await committing
+            # The batch before is committed and acked (or its error raised) before this one's
+            # commit starts.
+            await commits.then(self._finish(messages, prepared))
+        await commits.wait()
         # Drain: nothing more is asked for; what was delivered is committed and acked.
         rest = await feed.close()
         self._in_hand[id(rest)] = rest

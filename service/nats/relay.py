@@ -45,11 +45,11 @@ from service.ledger.checkpoints import read_checkpoint
 from service.ledger.lease import Lease
 from service.ledger.store import LedgerStore, transient_errors
 from service.nats.chained_publisher import AckedPublisher, PublishFailed
-from service.nats.streams import ensure_stream, ledger_stream
+from service.nats.streams import ensure_ledger_stream
 from service.settings import Settings
 from service.subjects import HEADER_MSG_ID, record_subject
 
-__all__ = ["RELAY_CHECKPOINT", "Relay", "ensure_ledger_stream"]
+__all__ = ["RELAY_CHECKPOINT", "Relay"]
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,6 @@ CHECKPOINT_SECONDS = 1.0
 ACK_SECONDS = 30.0
 # The pause after each failure in a row; the last one repeats.
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
-
-
-async def ensure_ledger_stream(nc: Client, settings: Settings) -> None:
-    """LEDGER, created with the settings' limits (streams.py) when missing, whoever starts
-    first: serve or a relay. An existing stream's limits are serve's to apply at its start (and
-    the operator's to change meanwhile), not a relay's to undo as it starts again."""
-    await ensure_stream(nc, *ledger_stream(settings), update=False)
 
 
 class LeaseLost(Exception):

@@ -29,7 +29,14 @@ from service.errors import ConfigurationError
 from service.settings import Settings
 from service.subjects import CONNECTIONS_FILTER, RECORDS_FILTER
 
-__all__ = ["connections_stream", "ensure_stream", "ensure_streams", "ledger_stream"]
+__all__ = [
+    "connections_stream",
+    "ensure_connections_stream",
+    "ensure_ledger_stream",
+    "ensure_stream",
+    "ensure_streams",
+    "ledger_stream",
+]
 
 log = logging.getLogger(__name__)
 
@@ -121,5 +128,17 @@ async def ensure_stream(
 
 async def ensure_streams(nc: Client, settings: Settings) -> None:
     """Both streams, with their limits: before the service says it is ready."""
-    for wanted, limits in (connections_stream(settings), ledger_stream(settings)):
-        await ensure_stream(nc, wanted, limits)
+    await ensure_connections_stream(nc, settings)
+    await ensure_stream(nc, *ledger_stream(settings))
+
+
+async def ensure_connections_stream(nc: Client, settings: Settings) -> None:
+    """CONNECTIONS, with the limits of the settings: whoever starts first, serve or ingest."""
+    await ensure_stream(nc, *connections_stream(settings))
+
+
+async def ensure_ledger_stream(nc: Client, settings: Settings) -> None:
+    """LEDGER, created with the settings' limits when missing, whoever starts first: serve or
+    a relay. An existing stream's limits are serve's to apply at its start (and the
+    operator's to change meanwhile), not a relay's to undo as it starts again."""
+    await ensure_stream(nc, *ledger_stream(settings), update=False)

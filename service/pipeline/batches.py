@@ -33,7 +33,7 @@ from service.errors import RejectedInput
 from service.events import Ignored, decode
 from service.hooks.runner import HookRunner
 from service.inbound import Incoming
-from service.ledger.model import Appended, Candidate, Duplicate, Rejected, Rejection
+from service.ledger.model import Appended, Candidate, Rejected, Rejection
 from service.ledger.store import LedgerStore
 from service.metrics import Metrics
 from service.pipeline.outcomes import BatchResult, Deferred, IgnoredInput, Outcome
@@ -206,27 +206,16 @@ class Pipeline:
         metrics.append_seconds.observe(seconds)
         metrics.batch_size.observe(len(result.outcomes))
         # Counted here and added once per batch: each inc() takes the metric's lock.
-        appended = prevented = duplicates = ignored = 0
-        rejected: dict[str, int] = {}
-        for outcome in result.outcomes:
-            if isinstance(outcome, Appended):
-                appended += 1
-                prevented += outcome.prevented
-            elif isinstance(outcome, Duplicate):
-                duplicates += 1
-            elif isinstance(outcome, Rejected):
-                rejected[outcome.code.value] = rejected.get(outcome.code.value, 0) + 1
-            elif isinstance(outcome, IgnoredInput):
-                ignored += 1
+        tally = result.tally()
         for counter, amount in (
-            (metrics.appended, appended),
-            (metrics.prevented, prevented),
-            (metrics.duplicates, duplicates),
-            (metrics.ignored, ignored),
+            (metrics.appended, tally.appended),
+            (metrics.prevented, tally.prevented),
+            (metrics.duplicates, tally.duplicates),
+            (metrics.ignored, tally.ignored),
         ):
             if amount:
                 counter.inc(amount)
-        for code, amount in rejected.items():
+        for code, amount in tally.rejected_by_code.items():
             metrics.rejected.labels(code).inc(amount)
         if result.head:
             metrics.head.set(result.head)

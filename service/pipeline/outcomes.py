@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from service.ledger.model import Appended, Duplicate, Rejected
 
-__all__ = ["BatchResult", "Deferred", "IgnoredInput", "Outcome"]
+__all__ = ["BatchResult", "Deferred", "IgnoredInput", "Outcome", "Tally"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,15 +35,36 @@ class BatchResult:
     head: int = 0
     changes: list[tuple[int, str, int]] = field(default_factory=list)
 
-    def tally(self) -> dict[str, int]:
-        counts = {"appended": 0, "duplicates": 0, "rejected": 0, "ignored": 0}
+    def tally(self) -> Tally:
+        tally = Tally()
         for outcome in self.outcomes:
-            if isinstance(outcome, Appended):
-                counts["appended"] += 1
-            elif isinstance(outcome, Duplicate):
-                counts["duplicates"] += 1
-            elif isinstance(outcome, Rejected):
-                counts["rejected"] += 1
-            elif isinstance(outcome, IgnoredInput):
-                counts["ignored"] += 1
-        return counts
+            tally.add(outcome)
+        return tally
+
+
+@dataclass(slots=True)
+class Tally:
+    """Outcomes counted by kind: the one count behind the metrics and `connledger import`'s
+    summary. Deferred copies are counted nowhere: they come again."""
+
+    appended: int = 0
+    prevented: int = 0  # of the appended, those whose default a hook prevented
+    duplicates: int = 0
+    ignored: int = 0
+    rejected_by_code: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejected_by_code.values())
+
+    def add(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Appended):
+            self.appended += 1
+            self.prevented += outcome.prevented
+        elif isinstance(outcome, Duplicate):
+            self.duplicates += 1
+        elif isinstance(outcome, Rejected):
+            code = outcome.code.value
+            self.rejected_by_code[code] = self.rejected_by_code.get(code, 0) + 1
+        elif isinstance(outcome, IgnoredInput):
+            self.ignored += 1

@@ -72,8 +72,8 @@ async def test_two_writers_waiting_for_the_lock_both_append(repeatable_read: str
             # Another session: nothing of the first's rows to collide with but the positions.
             lambda: b.pipeline.process([created("b1", "s2", "cc"), destroyed("b2", "s2", "cc")]),
         )
-        assert first.tally()["appended"] == 2
-        assert second.tally()["appended"] == 2
+        assert first.tally().appended == 2
+        assert second.tally().appended == 2
         # And once more each, after the interleaving: nothing was left in a bad state.
         await a.pipeline.process([created("a3", connection="cc")])
         await b.pipeline.process([created("b3", "s2", "cd")])
@@ -94,7 +94,7 @@ async def test_a_rebuild_that_waited_for_an_append_rebuilds_it_too(repeatable_re
             lambda: a.pipeline.process([created("a2", connection="cb"), created("a3", connection="cc")]),
             b.store.rebuild,
         )
-        assert appended.tally()["appended"] == 2
+        assert appended.tally().appended == 2
         # The lock is granted in either order (SQLite's waiters retry, PostgreSQL's queue):
         # whichever came first, the projection holds all three and its checkpoint says so.
         assert head in {1, 3}

@@ -199,7 +199,7 @@ async def test_ignored_vonage_events_are_counted_not_recorded(ledger: LedgerServ
     stream = {"sessionId": "s1", "projectId": "1", "event": "streamCreated", "timestamp": 5}
     result = await ledger.pipeline.process([incoming(stream)])
     assert result.outcomes == [IgnoredInput("streamCreated")]
-    assert result.tally()["ignored"] == 1
+    assert result.tally().ignored == 1
     assert await records(ledger) == []
     assert await rejections(ledger) == []
 

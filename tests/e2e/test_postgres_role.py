@@ -136,7 +136,7 @@ async def test_the_service_role_logs_in_with_its_password_over_tcp_and_cannot_cr
     async with open_ledger(settings) as ledger:
         assert ledger.store.engine.url.password == password
         result = await ledger.pipeline.process([created("e1"), created("e2", connection="c2")])
-        assert result.tally()["appended"] == 2
+        assert result.tally().appended == 2
         assert (await ledger.queries.count("s1"))["count"] == 2
 
 
@@ -158,7 +158,7 @@ async def test_the_service_role_appends_and_reads_but_cannot_change_the_ledger(f
         result = await ledger.pipeline.process(
             [created("e1"), created("e2", connection="c2"), destroyed("e3")]
         )
-        assert result.tally()["appended"] == 3
+        assert result.tally().appended == 3
         assert (await ledger.queries.count("s1"))["count"] == 1
         # Hook claims (with hooks configured): taken, renewed, taken over and let go.
         assert await ledger.store.claim_hooks(["h1", "h2"], "one", 60_000) == {"h1", "h2"}
@@ -198,7 +198,7 @@ async def test_the_service_role_on_an_older_schema_is_told_to_migrate_as_the_own
     finally:
         await owner.dispose()
     async with open_ledger(settings) as ledger:
-        assert (await ledger.pipeline.process([created("e1")])).tally()["appended"] == 1
+        assert (await ledger.pipeline.process([created("e1")])).tally().appended == 1
 
 
 async def test_a_role_that_may_truncate_but_does_not_own_the_projection_rebuilds_it(

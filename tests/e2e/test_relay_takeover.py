@@ -21,7 +21,8 @@ from sqlalchemy import text
 from service.inbound import Incoming
 from service.ledger.checkpoints import read_checkpoint
 from service.nats.head import announce_head
-from service.nats.relay import RELAY_CHECKPOINT, RELAY_LEASE, ensure_ledger_stream
+from service.nats.relay import RELAY_CHECKPOINT, RELAY_LEASE
+from service.nats.streams import ensure_ledger_stream
 from service.pipeline.ledger_service import LedgerService
 from tests.e2e.natsutil import ledger_stream
 from tests.helpers import created

@@ -150,9 +150,8 @@ class Settings(BaseSettings):
         "inline (in the serve process), off (another process relays: connledger relay)",
     )
     # Under a backlog, an append's fixed costs (round trips, the index pages every batch
-    # touches, the commit's flush) are shared by this many events: 10,000 took 31,000-33,000
-    # events/s into PostgreSQL where 2,000 took 23,000, and 27,000 into SQLite where 2,000 took
-    # 22,000 (bench/ingest_nats.py, alternating runs). A light load is appended as it arrives,
+    # touches, the commit's flush) are shared by this many events; bench/ingest_nats.py compares
+    # sizes (the README has the figures). A light load is appended as it arrives,
     # whatever this is. The price: the writer lock held for a few hundred milliseconds per
     # batch under a backlog, and two batches of memory.
     batch_size: int = Field(

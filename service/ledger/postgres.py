@@ -31,8 +31,8 @@ simple-protocol query); one statement reading everything the fold needs; one sta
 everything it produced (data-modifying CTEs, one per table, over rows sent as JSON); COMMIT. A
 batch's ledger rows and new connections, above a couple of hundred, go by COPY instead, which
 the server takes fastest; the ledger rows of a batch larger than one fold chunk, a chunk at a
-time while the fold goes on. At a steady 2,000 events/s, batches of a
-few dozen, that took the publish-to-ledger.records p99 from about 165 ms to about 60 ms.
+time while the fold goes on. Fewer round trips matter most to a light load's latency (batches
+of a few dozen): bench/ingest_nats.py's latency phase measures it.
 
 Reading the ledger for `replay`, the server encodes the records (records.POSTGRES_RECORD_JSON)
 and joins each range of them into one text, on two connections at once (store.record_lines).

@@ -275,7 +275,7 @@ class SqliteStore(LedgerStore):
     dialect = "sqlite"
     record_json_sql = SQLITE_RECORD_JSON
     # The sqlite3 module builds every fetched row holding the GIL: two reader threads hand it
-    # back and forth for each row (150,000 context switches a second, slower than one).
+    # back and forth for each row (a context switch per row: slower than one thread).
     parallel_readers = 1
 
     @asynccontextmanager

@@ -2,8 +2,8 @@
 
 An ack is an empty message published to the delivered message's reply subject. nats-py's
 `Msg.ack()` does that one message per call: the publish's checks, a command encoded on its own,
-and a signal to the flusher task each time, 4 to 5 us of the ingest loop per message (a tenth
-of its CPU under a backlog, measured with py-spy). Here the PUB commands of a whole batch are
+and a signal to the flusher task each time, a visible share of the ingest loop's CPU under a
+backlog (py-spy shows it). Here the PUB commands of a whole batch are
 joined into one and queued once, for the client's flusher to write.
 
 This uses nats-py's pending-output queue and the message's acknowledged flag, which are private

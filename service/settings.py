@@ -52,6 +52,13 @@ class Settings(BaseSettings):
         description="Events come in on <prefix>.<sessionId>.<type>",
     )
     connections_stream: str = Field("CONNECTIONS", description="JetStream stream of incoming events")
+    stream_replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Replicas of the CONNECTIONS and LEDGER streams when the service creates them "
+        "(3 on a three-node JetStream cluster; an existing stream keeps its own)",
+    )
     ledger_stream: str = Field("LEDGER", description="JetStream stream of ledger records")
     # Stream limits: applied when the service creates the streams, and set on streams that
     # exist with others (service/nats/streams.py). JetStream drops a stream's oldest messages

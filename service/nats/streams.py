@@ -1,7 +1,9 @@
 """The JetStream streams the service uses, with the limits its settings give them.
 
 CONNECTIONS (`<prefix>.>`, events in) and LEDGER (`ledger.records.>`, records out) are created
-when missing with `max_msg_size` (LEDGER_STREAM_MAX_MSG_SIZE) and their retention limits,
+when missing, with LEDGER_STREAM_REPLICAS replicas (on a JetStream cluster, R3 keeps a stream
+writable through the loss of one node), `max_msg_size` (LEDGER_STREAM_MAX_MSG_SIZE) and their
+retention limits,
 `max_age` and `max_bytes` (LEDGER_CONNECTIONS_MAX_AGE / _MAX_BYTES, LEDGER_LEDGER_MAX_AGE /
 _MAX_BYTES). Before these settings the streams had no limit at all, and grew until the disk
 was full.
@@ -55,22 +57,29 @@ def connections_stream(settings: Settings) -> tuple[StreamConfig, Limits]:
         name=settings.connections_stream,
         subjects=[CONNECTIONS_FILTER.format(prefix=settings.subject_prefix)],
         storage=StorageType.FILE,
+        num_replicas=settings.stream_replicas,
     )
     return config, Limits(
         settings.stream_max_msg_size,
         settings.connections_max_age,
         settings.connections_max_bytes,
-        "LEDGER_STREAM_MAX_MSG_SIZE, LEDGER_CONNECTIONS_MAX_AGE, LEDGER_CONNECTIONS_MAX_BYTES",
+        "LEDGER_STREAM_REPLICAS, LEDGER_STREAM_MAX_MSG_SIZE, LEDGER_CONNECTIONS_MAX_AGE, "
+        "LEDGER_CONNECTIONS_MAX_BYTES",
     )
 
 
 def ledger_stream(settings: Settings) -> tuple[StreamConfig, Limits]:
-    config = StreamConfig(name=settings.ledger_stream, subjects=[RECORDS_FILTER], storage=StorageType.FILE)
+    config = StreamConfig(
+        name=settings.ledger_stream,
+        subjects=[RECORDS_FILTER],
+        storage=StorageType.FILE,
+        num_replicas=settings.stream_replicas,
+    )
     return config, Limits(
         settings.stream_max_msg_size,
         settings.ledger_max_age,
         settings.ledger_max_bytes,
-        "LEDGER_STREAM_MAX_MSG_SIZE, LEDGER_LEDGER_MAX_AGE, LEDGER_LEDGER_MAX_BYTES",
+        "LEDGER_STREAM_REPLICAS, LEDGER_STREAM_MAX_MSG_SIZE, LEDGER_LEDGER_MAX_AGE, LEDGER_LEDGER_MAX_BYTES",
     )
 
 

@@ -93,6 +93,26 @@ def small_jetstream(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+async def test_streams_are_created_with_the_replicas_of_the_settings(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        await ensure_streams(nc, load_settings(stream_replicas=1))
+        js = nc.jetstream()
+        assert (await js.stream_info("CONNECTIONS")).config.num_replicas == 1
+        assert (await js.stream_info("LEDGER")).config.num_replicas == 1
+    finally:
+        await nc.close()
+
+
+async def test_more_replicas_than_a_lone_server_has_is_an_error_naming_the_setting(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        with pytest.raises(ConfigurationError, match=r"LEDGER_STREAM_REPLICAS.*CONNECTIONS"):
+            await ensure_streams(nc, load_settings(stream_replicas=3))
+    finally:
+        await nc.close()
+
+
 async def test_a_limit_the_server_refuses_is_an_error_naming_the_setting(small_jetstream: str) -> None:
     nc = await nats.connect(small_jetstream)
     try:

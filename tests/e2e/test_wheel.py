@@ -6,22 +6,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import urllib.request
-import venv
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.dockerfile import copied_sources, read_dockerfile
 from tests.e2e.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-PIP = ["-m", "pip", "--disable-pip-version-check", "-q"]
 
 
 class Installed:
@@ -55,21 +55,29 @@ class Installed:
 
 @pytest.fixture(scope="session")
 def installed() -> Iterator[Installed]:
+    """Installed by deploy/install-venv.sh, from a folder holding only what deploy/Dockerfile
+    copies into its build stage: what the image gets, it gets from these steps."""
+    build = read_dockerfile().stage("build")
     with tempfile.TemporaryDirectory(prefix="ledger-wheel-") as folder:
         top = Path(folder)
-        wheels = top / "dist"
+        source = top / "src"
+        source.mkdir()
+        for name in copied_sources(build):
+            copy = source / name
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            if (ROOT / name).is_dir():
+                shutil.copytree(
+                    ROOT / name, copy, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+                )
+            else:
+                shutil.copy2(ROOT / name, copy)
         subprocess.run(
-            [sys.executable, *PIP, "wheel", "--no-deps", "-w", str(wheels), str(ROOT)],
+            ["sh", str(source / "deploy" / "install-venv.sh"), str(source), str(top / "venv")],
             check=True,
             cwd=top,
+            env={**os.environ, "PYTHON": sys.executable},
         )
-        (wheel,) = wheels.glob("connection_ledger-*.whl")
-        venv.EnvBuilder(with_pip=True).create(top / "venv")
-        target = Installed(top / "venv")
-        pip = [str(target.python), *PIP, "install"]
-        subprocess.run([*pip, "--require-hashes", "-r", str(ROOT / "requirements.lock")], check=True, cwd=top)
-        subprocess.run([*pip, "--no-deps", str(wheel)], check=True, cwd=top)
-        yield target
+        yield Installed(top / "venv")
 
 
 def test_the_wheel_carries_what_the_service_reads_at_run_time(installed: Installed, tmp_path: Path) -> None:

@@ -54,6 +54,11 @@ class Metrics:
             "ledger_relay_position", "Last position published to the LEDGER stream", registry=r
         )
         self.relay_lag = Gauge("ledger_relay_lag", "Head position minus relayed position", registry=r)
+        self.relay_lease_held = Gauge(
+            "ledger_relay_lease_held",
+            "1 while this instance's relay holds the relay lease (publishes to LEDGER), else 0",
+            registry=r,
+        )
         self.relay_refused = Gauge(
             "ledger_relay_refused_position",
             "Position of a record the LEDGER stream refused for good, which stopped this instance's "

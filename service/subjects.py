@@ -22,6 +22,7 @@ __all__ = [
     "REPLAY",
     "SESSION_CONNECTIONS",
     "SESSION_COUNT",
+    "STREAM_LEADER_ELECTED",
     "event_subject",
     "record_subject",
     "rejected_subject",
@@ -43,6 +44,8 @@ SESSION_COUNT = "ledger.sessions.{session_id}.count"
 SESSION_CONNECTIONS = "ledger.sessions.{session_id}.connections"
 REPLAY = "ledger.replay"
 QUEUE_GROUP = "connection-ledger"
+# JetStream's advisory, from the new leader, after a stream's leader election.
+STREAM_LEADER_ELECTED = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{stream}"
 
 # JetStream's headers.
 HEADER_MSG_ID = "Nats-Msg-Id"

@@ -28,10 +28,17 @@ STOP_SECONDS = 35.0
 
 
 class RelayProcess:
-    def __init__(self, nats_url: str, on_refused: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        nats_url: str,
+        on_refused: Callable[[int], None] | None = None,
+        on_lease: Callable[[bool], None] | None = None,
+    ) -> None:
         self.env = {**os.environ, "LEDGER_NATS_URL": nats_url}
         # Called with the position of a record the stream refused for good (relay.py).
         self.on_refused = on_refused
+        # Called with True when the child takes the relay lease, False when it leaves it or exits.
+        self.on_lease = on_lease
         self.process: asyncio.subprocess.Process | None = None
         self.stopping = asyncio.Event()
         # Set once the first child says it is connected and relaying (or standing by for the
@@ -87,6 +94,10 @@ class RelayProcess:
                 self.started.set()
             elif line.startswith(b"refused ") and self.on_refused is not None:
                 self.on_refused(int(line.split()[1].rstrip(b":")))
+            elif line.startswith(b"lease ") and self.on_lease is not None:
+                self.on_lease(line.startswith(b"lease held"))
+        if self.on_lease is not None:
+            self.on_lease(False)  # a child gone holds nothing
         return await process.wait()
 
     async def _terminate(self) -> None:

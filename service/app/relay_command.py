@@ -9,8 +9,9 @@ It wakes on `ledger.head` announcements and polls besides. Started by `serve`, i
 standard input, a pipe from the parent: when the parent goes away, even by SIGKILL, the pipe
 closes and the relay stops cleanly instead of living on as an orphan holding the lease.
 
-Its standard output says "ready: ..." once it runs, and "refused <position>: ..." when the
-stream refused a record for good, which stopped it (relay.py): `serve` reads both.
+Its standard output says "ready: ..." once it runs, "refused <position>: ..." when the stream
+refused a record for good, which stopped it (relay.py), and "lease held" / "lease let go" as
+it takes and leaves the relay lease: `serve` reads them.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ async def run_relay(settings: Settings, *, watch_stdin: bool = False) -> int:
                 f"record for good ({reason})",
                 flush=True,
             ),
+            on_lease=lambda holding: print("lease held" if holding else "lease let go", flush=True),
         )
         await follow_heads(nc, lambda _position: committed.ring())
         await ensure_ledger_stream(nc, settings)

@@ -60,12 +60,15 @@ async def serve(settings: Settings) -> int:
             # on another core (relay_child.py).
             # A record the stream refuses for good stops the relay; the gauge says which.
             refused = ledger.metrics.relay_refused
+            lease_held = ledger.metrics.relay_lease_held
             relay: Relay | None = None
             relay_process: RelayProcess | None = None
             if settings.relay_mode == "inline":
-                relay = Relay(nc, ledger.store, settings, committed, lambda at, _: refused.set(at))
+                relay = Relay(
+                    nc, ledger.store, settings, committed, lambda at, _: refused.set(at), lease_held.set
+                )
             elif settings.relay_mode == "process":
-                relay_process = RelayProcess(url, on_refused=refused.set)
+                relay_process = RelayProcess(url, on_refused=refused.set, on_lease=lease_held.set)
             # Queries get a connection of their own: on ingest's, a request would queue behind
             # the stream's deliveries in the reader and its answer behind the acks in the writer.
             queries_nc = await connect(settings, url, name="connection-ledger-queries")

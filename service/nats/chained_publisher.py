@@ -60,9 +60,9 @@ from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError, OutboundBufferLimitError
 
 from service.driver_internals import outbound_buffer_full, queue_commands
-from service.subjects import HEADER_EXPECTED_LAST_MSG_ID, HEADER_MSG_ID
+from service.subjects import HEADER_EXPECTED_LAST_MSG_ID, HEADER_MSG_ID, STREAM_LEADER_ELECTED
 
-__all__ = ["AckedPublisher", "PublishFailed"]
+__all__ = ["AckedPublisher", "PublishFailed", "StreamUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,10 @@ WRONG_LAST_MSG_ID = 10070
 # Refusals that the same message meets again however often it is published: larger than the
 # stream's max_msg_size (10054), headers larger than the server takes (10097).
 REFUSED_FOR_GOOD = frozenset({10054, 10097})
+# "JetStream system temporarily unavailable": a stream or meta leader election in progress.
+TEMPORARILY_UNAVAILABLE = 10008
+# How often a batch waiting for its replies looks whether the connection was re-established.
+WATCH_SECONDS = 0.25
 
 
 class PublishFailed(Exception):
@@ -89,16 +93,34 @@ class PublishFailed(Exception):
         self.for_good = for_good
 
 
+class StreamUnavailable(PublishFailed):
+    """The stream could not take the batch just now: no leader (an election after a node died),
+    or the batch's replies lost with a connection or a leader. The `stored` messages before the
+    first not known to be stored are; publishing the rest again with the same Nats-Msg-Ids,
+    once the stream has a leader, stores each once. `no_responders`: the stream's reply was
+    "no responders", which is also what a stream that does not take the subject answers."""
+
+    def __init__(self, reason: str, *, stored: int, no_responders: bool = False) -> None:
+        super().__init__(reason, stored=stored)
+        self.no_responders = no_responders
+
+
 @dataclass(frozen=True, slots=True)
 class _Refusal:
     index: int  # in the messages sent
     reason: str
     code: int | None  # JetStream's err_code, when it gave one
+    unavailable: bool = False  # no leader to take it just now: it may be taken later
 
 
 class AckedPublisher:
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, stream: str | None = None) -> None:
         self.nc = nc
+        # The stream published to: a leader elected for it ends the wait for a batch's replies
+        # at once, rather than at its timeout (what the old leader had not replied to, it never
+        # will).
+        self.stream = stream
+        self._advisories: Subscription | None = None
         self._prefix = ""
         self._subscription: Subscription | None = None
         self._batch = 0
@@ -118,6 +140,18 @@ class AckedPublisher:
     async def start(self) -> None:
         self._prefix = self.nc.new_inbox() + "."
         self._subscription = await self.nc.subscribe(self._prefix + "*", cb=self._on_ack)
+        if self.stream is not None:
+            self._advisories = await self.nc.subscribe(
+                STREAM_LEADER_ELECTED.format(stream=self.stream), cb=self._on_leader_elected
+            )
+
+    async def _on_leader_elected(self, _: Msg) -> None:
+        self.interrupt(f"the stream {self.stream} elected a new leader while a batch was in flight")
+
+    def interrupt(self, reason: str) -> None:
+        """End the wait for the batch in flight: it fails with StreamUnavailable."""
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(StreamUnavailable(reason, stored=0))
 
     async def _on_ack(self, message: Msg) -> None:
         # Replies are "<prefix><batch>-<n>": one of an earlier, abandoned batch is ignored.
@@ -193,6 +227,10 @@ class AckedPublisher:
                 start += refusal.index
                 self.resumed += 1
                 continue
+            if refusal.unavailable:
+                raise StreamUnavailable(
+                    refusal.reason, stored=start + refusal.index, no_responders=refusal.code is None
+                )
             raise PublishFailed(
                 refusal.reason, stored=start + refusal.index, for_good=refusal.code in REFUSED_FOR_GOOD
             )
@@ -221,7 +259,11 @@ class AckedPublisher:
         last = len(messages) - 1
         self._final = f"{self._prefix}{self._batch}-{last}"
         self._final_reply = b""
-        self._done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        deadline = loop.time() + seconds
+        # Replies to what was written before a reconnect are lost with the old connection.
+        reconnects = nc.stats["reconnects"]
         reply = f"{self._prefix}{self._batch}-".encode()
         try:
             for first in range(0, len(messages), SLICE):
@@ -246,7 +288,18 @@ class AckedPublisher:
                     raise OutboundBufferLimitError
                 await queue_commands(nc, command)
                 await asyncio.sleep(0)  # let the replies already back (and everyone else) through
-            await asyncio.wait_for(asyncio.shield(self._done), seconds)
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._done), min(remaining, WATCH_SECONDS))
+                    break
+                except TimeoutError:
+                    if nc.stats["reconnects"] != reconnects:
+                        raise StreamUnavailable(
+                            "the NATS connection was re-established while a batch was in flight", stored=0
+                        ) from None
         finally:
             self._done = None
         return self._refusal, self._final_reply
@@ -255,6 +308,9 @@ class AckedPublisher:
         if self._subscription is not None:
             await self._subscription.unsubscribe()
             self._subscription = None
+        if self._advisories is not None:
+            await self._advisories.unsubscribe()
+            self._advisories = None
 
 
 # Header blocks, written as the protocol has them (HPUB).
@@ -299,7 +355,8 @@ def _refusal_of(index: int, data: bytes, message: Msg) -> _Refusal | None:
     """What went wrong, from a reply that is not the usual `{"stream": ...}`; None when it is a
     success after all (fields in another order)."""
     if not data and message.headers and message.headers.get("Status") == "503":
-        return _Refusal(index, "no stream takes this subject (503 no responders)", None)
+        # No stream, or a stream with no leader just now (an election): the same reply.
+        return _Refusal(index, "no stream takes this subject now (503 no responders)", None, unavailable=True)
     try:
         reply = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -313,4 +370,9 @@ def _refusal_of(index: int, data: bytes, message: Msg) -> _Refusal | None:
         return _Refusal(index, f"unexpected reply {data[:200]!r}", None)
     code = error.get("err_code")
     code = code if isinstance(code, int) else None
-    return _Refusal(index, f"JetStream error {code or error.get('code')}: {error.get('description')}", code)
+    return _Refusal(
+        index,
+        f"JetStream error {code or error.get('code')}: {error.get('description')}",
+        code,
+        unavailable=code == TEMPORARILY_UNAVAILABLE,
+    )

@@ -4,24 +4,33 @@
 Progress is a checkpoint in the database, written after JetStream acknowledged the records up
 to it, at most once every CHECKPOINT_SECONDS while records flow (and when the relay stops): a
 crash republishes the records of the last few moments, which JetStream's duplicate window (two
-minutes by default) drops, and whose position and id identify them anyway. Only the instance holding the relay
-lease publishes; when it dies, the lease is freed and another takes over from the checkpoint.
-The lease can also be lost under a live relay (on PostgreSQL, when the server or the network
-drops the lease's connection), and another instance then takes over while this one does not
-know it yet: so the relay makes sure the lease is still its own before each chunk it publishes,
-and stops publishing as soon as it is not, going back to waiting for the lease as the others
-do. Until it finds out, the two of them publish, and the stream still gets the records in
-order: each is stored only after the one before it (chained_publisher.py), whoever sent which.
-The checkpoint only moves forward, whoever writes it (store.py): a write of the relay that
-lost the lease cannot take its successor's back.
+minutes by default) drops, and whose position and id identify them anyway. Only the instance
+holding the relay lease publishes; when it dies, the lease is freed and another takes over from
+the checkpoint. The lease can also be lost under a live relay (on PostgreSQL, when the server
+or the network drops the lease's connection), and another instance then takes over while this
+one does not know it yet: so the relay makes sure the lease is still its own before each chunk
+it publishes, and stops publishing as soon as it is not, going back to waiting for the lease as
+the others do. Until it finds out, the two of them publish, and the stream still gets the
+records in order: each is stored only after the one before it (chained_publisher.py), whoever
+sent which. The checkpoint only moves forward, whoever writes it (store.py): a write of the
+relay that lost the lease cannot take its successor's back.
 
 A record the stream refuses for good (larger than its max_msg_size, or than the NATS server
 takes) stops the relay: no record after it may be published before it, and publishing it
 again cannot help. The relay says so in an error naming the record's position and the reason,
 through `on_refused` (serve sets the ledger_relay_refused_position gauge with it), and waits
-until it is stopped, having let the lease go. Every other failure (the database or NATS
-unreachable, a timeout, no stream) pauses it for a while that grows with each failure in a row
-(RETRY_SECONDS), after which it starts again from the checkpoint.
+until it is stopped, having let the lease go.
+
+On a JetStream cluster, a node's death leaves a stream without a leader for the seconds of an
+election: publishes get "no responders", and the replies to a batch in flight on the old
+leader (or on a connection to the dead node) never come. The relay learns of it at once (the
+503, the reconnect, or the advisory of the new leader's election), keeps its lease and its
+position, and publishes the records not known to be stored again after short pauses
+(UNAVAILABLE_SECONDS), with the same Nats-Msg-Ids: the stream stores each once.
+
+Every other failure (the database or NATS unreachable, a timeout, no stream) pauses it for a
+while that grows with each failure in a row (RETRY_SECONDS), after which it starts again from
+the checkpoint.
 
 It wakes on this process's commits and polls for other instances' commits.
 """
@@ -44,7 +53,7 @@ from service.errors import TransientError
 from service.ledger.checkpoints import read_checkpoint
 from service.ledger.lease import Lease
 from service.ledger.store import LedgerStore, transient_errors
-from service.nats.chained_publisher import AckedPublisher, PublishFailed
+from service.nats.chained_publisher import AckedPublisher, PublishFailed, StreamUnavailable
 from service.nats.streams import ensure_ledger_stream
 from service.settings import Settings
 from service.subjects import HEADER_MSG_ID, record_subject
@@ -61,6 +70,10 @@ CHECKPOINT_SECONDS = 1.0
 ACK_SECONDS = 30.0
 # The pause after each failure in a row; the last one repeats.
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+# The pause while the stream has no leader, in a row: an election takes seconds, and records
+# wait for it; the last one repeats.
+UNAVAILABLE_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0)
+LEADER_CHECK_SECONDS = 1.0
 
 
 class LeaseLost(Exception):
@@ -84,6 +97,7 @@ class Relay:
         settings: Settings,
         committed: CommitSignal,
         on_refused: Callable[[int, str], None] | None = None,
+        on_lease: Callable[[bool], None] | None = None,
     ) -> None:
         self.nc = nc
         self.store = store
@@ -97,7 +111,12 @@ class Relay:
         self._saving: asyncio.Task[None] | None = None
         # Called with the position of a record the stream refused for good, and why.
         self.on_refused = on_refused
+        # Called with True when this relay takes the lease, False when it lets it go: which
+        # instance relays, for the ledger_relay_lease_held gauge.
+        self.on_lease = on_lease
+        self._holding = False
         self._failures = 0  # in a row: how long the next pause is
+        self._unavailable = 0  # the stream unavailable, in a row
 
     async def run(self) -> None:
         await ensure_ledger_stream(self.nc, self.settings)
@@ -113,13 +132,26 @@ class Relay:
                     checkpoint = await read_checkpoint(self.store.engine, RELAY_CHECKPOINT)
                     self.position = self._saved = max(checkpoint, await self._stored_up_to())
                     log.info("relay lease held: publishing records after position %d", self.position)
-                    publisher = AckedPublisher(self.nc)
+                    self._lease_changed(True)
+                    publisher = AckedPublisher(self.nc, self.settings.ledger_stream)
                     await publisher.start()
                     try:
                         while not self.stopping.is_set():
                             # Taken before the read: a commit while it runs ends the wait at once.
                             armed = self.committed.armed()
-                            if not await self._publish_next(publisher):
+                            try:
+                                published = await self._publish_next(publisher)
+                            except StreamUnavailable as error:
+                                if error.no_responders and await self._stream_has_a_leader():
+                                    # Not an election: the stream does not take the records'
+                                    # subjects, a configuration for the operator to mend.
+                                    raise PublishFailed(error.reason, stored=0) from error
+                                # A leader election (a node died): the lease and the position
+                                # are kept, and the records not known to be stored go again
+                                # with the same Nats-Msg-Ids once there is a leader.
+                                await self._wait_for_the_stream(error)
+                                continue
+                            if not published:
                                 self._save_soon()  # idle: the throttled write comes due here
                                 await self.committed.wait(POLL_SECONDS, armed)
                         await self._save_now()
@@ -142,7 +174,7 @@ class Relay:
                     # from the checkpoint (what was published twice, JetStream deduplicates).
                     pause = self._next_pause()
                     log.exception("relay failed; restarting it from its checkpoint in %.0f s", pause)
-                await self.lease.release()
+                await self._release()
                 if pause:
                     # Not woken by commits: under a steady ingest that would be no pause at all.
                     with contextlib.suppress(TimeoutError):
@@ -150,7 +182,7 @@ class Relay:
                 else:
                     await self.committed.wait(1.0)
         finally:
-            await self.lease.release()
+            await self._release()
 
     async def _stored_up_to(self) -> int:
         """The position of the last record the stream holds, when it is this ledger's.
@@ -183,6 +215,33 @@ class Relay:
                 return 0
         return position
 
+    def _lease_changed(self, holding: bool) -> None:
+        if holding != self._holding:
+            self._holding = holding
+            if self.on_lease is not None:
+                self.on_lease(holding)
+
+    async def _release(self) -> None:
+        await self.lease.release()
+        self._lease_changed(False)
+
+    async def _stream_has_a_leader(self) -> bool:
+        try:
+            # A short wait: the records wait while this one does.
+            js = self.nc.jetstream(timeout=LEADER_CHECK_SECONDS)
+            info = await js.stream_info(self.settings.ledger_stream)
+        except (nats.errors.Error, TimeoutError):
+            return False  # its API unanswered too: no leader, or no server
+        # A lone server's stream has no cluster information, and is its own leader.
+        return info.cluster is None or bool(info.cluster.leader)
+
+    async def _wait_for_the_stream(self, error: StreamUnavailable) -> None:
+        pause = UNAVAILABLE_SECONDS[min(self._unavailable, len(UNAVAILABLE_SECONDS) - 1)]
+        self._unavailable += 1
+        log.info("relay: %s; publishing again after position %d in %.2f s", error, self.position, pause)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), pause)
+
     def _next_pause(self) -> float:
         pause = RETRY_SECONDS[min(self._failures, len(RETRY_SECONDS) - 1)]
         self._failures += 1
@@ -204,7 +263,7 @@ class Relay:
         if self.on_refused is not None:
             self.on_refused(refused.position, refused.reason)
         await self._save_now()
-        await self.lease.release()
+        await self._release()
         await self.stopping.wait()
 
     async def _publish_next(self, publisher: AckedPublisher) -> bool:
@@ -233,7 +292,7 @@ class Relay:
                 raise RecordRefused(positions[failed.stored], failed.reason) from failed
             raise
         self.position = positions[-1]
-        self._failures = 0
+        self._failures = self._unavailable = 0
         self._save_soon()
         return True
 

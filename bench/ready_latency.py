@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import shlex
@@ -40,23 +41,14 @@ import nats
 import orjson
 from nats.aio.msg import Msg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ingest_nats import (
-    DEFAULT_PG,
-    Backend,
-    NatsServer,
-    PostgresBackend,
-    Service,
-    SqliteBackend,
-    make_traffic,
-    now,
-    paced_publish,
-    percentile,
-    run_loop,
-    say,
-    warm_up,
-)
+from bench.harness.clock import now
+from bench.harness.databases import Backend, PostgresBackend, SqliteBackend, postgres_server
+from bench.harness.figures import say, spread_ms
+from bench.harness.nats_server import NatsServer
+from bench.harness.service import Service
+from bench.harness.traffic import make_traffic, paced_publish, run_loop, warm_up
 
 MS = 1000.0
 
@@ -77,8 +69,8 @@ async def one_run(
 
         await listener.subscribe("ledger.records.>", cb=on_record, pending_msgs_limit=1_000_000)
         await listener.flush()
-        service = Service(server.url, url, folder, "FULL")
-        service.env |= dict(setting.split("=", 1) for setting in args.service_setting)
+        settings = dict(setting.split("=", 1) for setting in args.service_setting)
+        service = Service(server.url, url, folder, "FULL", settings=settings)
         try:
             # The publisher connects first and waits for the word: "ready" -> its first
             # publish is then the service's time, not the client's connect.
@@ -110,24 +102,22 @@ async def one_run(
     return {
         "start": ready - service.spawned,
         "first": first * MS,
-        "early_p50": percentile(early, 50) * MS,
-        "early_p99": percentile(early, 99) * MS,
-        "early_max": max(early, default=float("nan")) * MS,
-        "steady_p50": percentile(steady, 50) * MS,
-        "steady_p99": percentile(steady, 99) * MS,
-        "steady_max": max(steady, default=float("nan")) * MS,
+        **spread_ms(early, "early_", (50, 99)),
+        **spread_ms(steady, "steady_", (50, 99)),
         "missing": traffic.unique - len(early) - len(steady),
     }
 
 
-async def amain(args: argparse.Namespace, folder: Path) -> dict[str, dict[str, float]]:
+async def amain(args: argparse.Namespace, folder: Path, pg_url: str) -> dict[str, dict[str, float]]:
     names = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     results: dict[str, dict[str, float]] = {}
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
         await asyncio.get_running_loop().run_in_executor(pool, warm_up)
         for name in names:
-            backend: Backend = SqliteBackend(folder) if name == "sqlite" else PostgresBackend(args.pg_url)
+            backend: Backend = (
+                SqliteBackend(folder) if name == "sqlite" else PostgresBackend(pg_url, "bench_ready")
+            )
             runs = []
             for run in range(args.repeat):
                 figures = await one_run(args, backend, folder / f"{name}-{run}", pool, args.seed + run)
@@ -184,7 +174,9 @@ def main() -> None:
     parser.add_argument("--early", type=float, default=2.0, help="seconds after ready counted as early")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--pg-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_PG))
+    parser.add_argument(
+        "--pg-url", default=None, help="admin URL of a PostgreSQL server (default: as bench/ingest_nats.py)"
+    )
     parser.add_argument(
         "--service-setting", action="append", default=[], metavar="LEDGER_X=VALUE", help="repeatable"
     )
@@ -192,7 +184,11 @@ def main() -> None:
     command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
     folder = Path(tempfile.mkdtemp(prefix="bench-ready-"))
     try:
-        results = run_loop(amain(args, folder))
+        with contextlib.ExitStack() as stack:
+            pg_url = ""
+            if args.backend != "sqlite":
+                pg_url = stack.enter_context(postgres_server(args.pg_url))
+            results = run_loop(amain(args, folder, pg_url))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     report(results, args, command)

@@ -50,7 +50,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.harness.clock import now  # noqa: E402
-from bench.harness.databases import Backend, PostgresBackend, SqliteBackend, postgres_server  # noqa: E402
+from bench.harness.databases import (  # noqa: E402
+    Backend,
+    add_database_arguments,
+    backend_names,
+    make_backend,
+    postgres_server,
+)
 from bench.harness.figures import Figures, median_figures, say, table  # noqa: E402
 from bench.harness.traffic import make_traffic, run_loop, warm_up  # noqa: E402
 from bench.phases import client_ceiling, latency, naive_faststream, queries, service_ingest  # noqa: E402
@@ -109,9 +115,7 @@ async def amain(
         await asyncio.get_running_loop().run_in_executor(pool, warm_up)  # spawn it before timing
         ctx = Context(args, folder, pool, traffic, paced, loaded)
         for name in args.backends:
-            backend: Backend = (
-                SqliteBackend(folder) if name == "sqlite" else PostgresBackend(pg_url, "bench_nats")
-            )
+            backend = make_backend(name, folder, pg_url, "bench_nats")
             say(f"{name}:")
             results[name] = await bench_backend(ctx, backend)
     return results, ctx
@@ -122,7 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    add_database_arguments(parser)
     parser.add_argument("--events", type=int, default=100_000, help="events for phases 1-3")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each phase (median printed)")
@@ -136,12 +140,6 @@ def main() -> None:
     parser.add_argument("--query-rate", type=float, default=1000, help="count requests/s in phase 5")
     parser.add_argument("--query-seconds", type=float, default=10)
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="SQLite durability")
-    parser.add_argument(
-        "--pg-url",
-        default=None,
-        help="admin URL of a PostgreSQL server (default: LEDGER_BENCH_POSTGRES_URL, BENCH_POSTGRES_URL "
-        "or LEDGER_TEST_POSTGRES_URL, else an embedded server started for the run)",
-    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     parser.add_argument(
         "--profile-dir",
@@ -168,7 +166,7 @@ def main() -> None:
     unknown = args.phases - set(names)
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
-    args.backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    args.backends = backend_names(args.backend)
 
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else sys.executable
     command = shlex.join([python, *sys.argv])

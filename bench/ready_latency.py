@@ -44,7 +44,13 @@ from nats.aio.msg import Msg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness.clock import now
-from bench.harness.databases import Backend, PostgresBackend, SqliteBackend, postgres_server
+from bench.harness.databases import (
+    Backend,
+    add_database_arguments,
+    backend_names,
+    make_backend,
+    postgres_server,
+)
 from bench.harness.figures import say, spread_ms
 from bench.harness.nats_server import NatsServer
 from bench.harness.service import Service
@@ -109,15 +115,13 @@ async def one_run(
 
 
 async def amain(args: argparse.Namespace, folder: Path, pg_url: str) -> dict[str, dict[str, float]]:
-    names = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    names = backend_names(args.backend)
     results: dict[str, dict[str, float]] = {}
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
         await asyncio.get_running_loop().run_in_executor(pool, warm_up)
         for name in names:
-            backend: Backend = (
-                SqliteBackend(folder) if name == "sqlite" else PostgresBackend(pg_url, "bench_ready")
-            )
+            backend = make_backend(name, folder, pg_url, "bench_ready")
             runs = []
             for run in range(args.repeat):
                 figures = await one_run(args, backend, folder / f"{name}-{run}", pool, args.seed + run)
@@ -168,15 +172,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    add_database_arguments(parser)
     parser.add_argument("--rate", type=float, default=2000, help="events/s")
     parser.add_argument("--seconds", type=float, default=15, help="publishing time")
     parser.add_argument("--early", type=float, default=2.0, help="seconds after ready counted as early")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument(
-        "--pg-url", default=None, help="admin URL of a PostgreSQL server (default: as bench/ingest_nats.py)"
-    )
     parser.add_argument(
         "--service-setting", action="append", default=[], metavar="LEDGER_X=VALUE", help="repeatable"
     )

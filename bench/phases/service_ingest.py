@@ -65,7 +65,7 @@ async def run(ctx: Context, backend: Backend) -> Figures:
                 cpu = window.stop(service.pid, server.pid, url)
                 wall_offset = time.time() - now()
                 _, final = await wait_for_head(nc, service, traffic.unique, 60)
-                records = await replay(nc, {}, within=120)
+                records, _ = await replay(nc, {}, within=120)
                 batches, messages = await service.ingest_counts(len(traffic))
         finally:
             await nc.close()

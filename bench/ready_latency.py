@@ -54,7 +54,7 @@ from bench.harness.databases import (
 from bench.harness.figures import say, spread_ms
 from bench.harness.nats_server import NatsServer
 from bench.harness.service import Service
-from bench.harness.traffic import make_traffic, paced_publish, run_loop, warm_up
+from bench.harness.traffic import make_traffic, publish_paced, run_loop, warm_up
 
 MS = 1000.0
 
@@ -81,9 +81,7 @@ async def one_run(
             # The publisher connects first and waits for the word: "ready" -> its first
             # publish is then the service's time, not the client's connect.
             go = folder / "go"
-            publishing = asyncio.get_running_loop().run_in_executor(
-                pool, paced_publish, server.url, traffic.subjects, traffic.bodies, args.rate, 0.0, str(go)
-            )
+            publishing = publish_paced(pool, server.url, traffic, args.rate, 0.0, str(go))
             await service.start()
             ready = service.ready
             go.write_text(repr(ready))

@@ -4,6 +4,7 @@ its publishing into JetStream: all at once, or paced from a child process."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import time
 from dataclasses import dataclass
@@ -18,7 +19,17 @@ from service.events import Event, decode
 from service.settings import Settings
 from service.simulation.traffic import generate
 
-__all__ = ["DEFAULTS", "Traffic", "make_traffic", "paced_publish", "publish_all", "run_loop", "warm_up"]
+__all__ = [
+    "DEFAULTS",
+    "Traffic",
+    "make_traffic",
+    "paced_publish",
+    "publish_all",
+    "publish_paced",
+    "publish_rate",
+    "run_loop",
+    "warm_up",
+]
 
 # The service's defaults, whatever LEDGER_* variables this process has (the service child gets
 # none of them either): stream name, subject prefix.
@@ -106,6 +117,26 @@ def paced_publish(
             await nc.close()
 
     return run_loop(run())
+
+
+def publish_paced(
+    pool: concurrent.futures.Executor,
+    url: str,
+    traffic: Traffic,
+    rate: float,
+    start_at: float,
+    go: str | None = None,
+) -> asyncio.Future[list[float]]:
+    """`paced_publish` of `traffic` in the pool's child process (the benchmark's own event loop
+    stays free to stamp what comes back); the future's result is each event's publish time."""
+    return asyncio.get_running_loop().run_in_executor(
+        pool, paced_publish, url, traffic.subjects, traffic.bodies, rate, start_at, go
+    )
+
+
+def publish_rate(stamps: list[float]) -> float:
+    """Events a second the paced publisher achieved, from its stamps."""
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
 def run_loop(coroutine: Any) -> Any:

@@ -21,7 +21,7 @@ from bench.harness.cpu import CpuWindow
 from bench.harness.databases import Backend
 from bench.harness.figures import Figures, spread_ms, verdict
 from bench.harness.nats_server import NatsServer
-from bench.harness.traffic import paced_publish
+from bench.harness.traffic import publish_paced, publish_rate
 from bench.phases.context import Context, Rows, cpu_note
 
 NAME = "latency"
@@ -77,15 +77,7 @@ async def run(ctx: Context, backend: Backend) -> Figures:
             await listener.subscribe("ledger.records.>", cb=on_record, pending_msgs_limit=1_000_000)
             await listener.flush()
             start_at = now() + 0.5
-            publishing = asyncio.get_running_loop().run_in_executor(
-                ctx.pool,
-                paced_publish,
-                server.url,
-                traffic.subjects,
-                traffic.bodies,
-                args.latency_rate,
-                start_at,
-            )
+            publishing = publish_paced(ctx.pool, server.url, traffic, args.latency_rate, start_at)
             sampler = asyncio.create_task(sample(start_at))
             window = CpuWindow()
             window.start()
@@ -119,7 +111,7 @@ async def run(ctx: Context, backend: Backend) -> Figures:
         "missing": traffic.unique - len(delays),
         **spread_ms(to_append, "to_append_", (50, 99), top=False),
         **spread_ms(after_append, "after_append_", (50, 99), top=False),
-        "publish_rate": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
+        "publish_rate": publish_rate(stamps),
         **spread_ms(asked, "ask_", (50, 99)),
         "ask_n": len(asked),
         "ask_short": len(samples) - len(asked),

@@ -18,7 +18,7 @@ from bench.harness.cpu import CpuWindow
 from bench.harness.databases import Backend
 from bench.harness.figures import Figures, percentile, spread_ms, verdict
 from bench.harness.nats_server import NatsServer
-from bench.harness.traffic import paced_publish
+from bench.harness.traffic import publish_paced, publish_rate
 from bench.phases.context import Context, Rows, cpu_note
 
 NAME = "queries"
@@ -51,15 +51,7 @@ async def run(ctx: Context, backend: Backend) -> Figures:
             await wait_for_head(nc, service, 0, 120)
 
             start_at = now() + 0.5
-            publishing = asyncio.get_running_loop().run_in_executor(
-                ctx.pool,
-                paced_publish,
-                server.url,
-                traffic.subjects,
-                traffic.bodies,
-                args.latency_rate,
-                start_at,
-            )
+            publishing = publish_paced(ctx.pool, server.url, traffic, args.latency_rate, start_at)
             # Requests start one second into the ingest and end before it does.
             window = CpuWindow()
             window.start()
@@ -84,7 +76,7 @@ async def run(ctx: Context, backend: Backend) -> Figures:
         "idle_rate": idle.rate,
         "idle_failures": idle.failures,
         **spread_ms(single, "single_", (50, 99), top=False),
-        "publish_rate": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
+        "publish_rate": publish_rate(stamps),
         "head_ok": float(head == traffic.unique),
         "disconnects": service.disconnects(),
         **cpu,

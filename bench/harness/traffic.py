@@ -7,9 +7,10 @@ import asyncio
 import concurrent.futures
 import os
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import uvloop
@@ -34,6 +35,7 @@ __all__ = [
 # The service's defaults, whatever LEDGER_* variables this process has (the service child gets
 # none of them either): stream name, subject prefix.
 DEFAULTS = Settings.model_construct()
+T = TypeVar("T")
 
 
 @dataclass
@@ -139,7 +141,7 @@ def publish_rate(stamps: list[float]) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
-def run_loop(coroutine: Any) -> Any:
+def run_loop(coroutine: Coroutine[Any, Any, T]) -> T:
     """The benchmark's own clients run on uvloop, as the service does: on the default loop
     their own scheduling delays (several ms at p99 on this busy 2-core machine) would be
     measured as the service's latency."""

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -39,28 +37,17 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.nats.embedded import find_binary  # noqa: E402
+from bench.harness.databases import PostgresBackend, postgres_server  # noqa: E402
+from bench.harness.nats_server import (  # noqa: E402
+    free_port,
+    jetstream_arguments,
+    start_nats_server,
+    stop_process,
+    wait_for_port,
+)
 from service.simulation.traffic import generate  # noqa: E402
 
 BIN = Path(sys.executable).parent
-ADMIN_PG = os.environ.get("LEDGER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(port)
 
 
 def wrk(url: str, seconds: int) -> dict[str, float]:
@@ -107,6 +94,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--pg-url", default=None, help="admin URL of a PostgreSQL server (default: as bench/ingest_nats.py)"
+    )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
@@ -117,25 +107,17 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ledger-http-bench-"))
     processes: list[subprocess.Popen[bytes]] = []
     database = ""
+    postgres: PostgresBackend | None = None
+    stack = contextlib.ExitStack()
     try:
         nats_port = free_port()
-        processes.append(
-            subprocess.Popen(
-                [str(find_binary()), "-js", "-sd", str(work / "js"), "-a", "127.0.0.1", "-p", str(nats_port)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        wait_port(nats_port)
+        processes.append(start_nats_server(*jetstream_arguments(work, nats_port), port=nats_port))
         nats_url = f"nats://127.0.0.1:{nats_port}"
         if args.backend == "sqlite":
             database = f"sqlite+aiosqlite:///{work / 'ledger.db'}"
         else:
-            name = f"bench_http_{uuid.uuid4().hex[:8]}"
-            subprocess.run(["psql", ADMIN_PG, "-qc", f"CREATE DATABASE {name}"], check=True)
-            database = (
-                ADMIN_PG.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
-            )
+            postgres = PostgresBackend(stack.enter_context(postgres_server(args.pg_url)), "bench_http")
+            database = asyncio.run(postgres.create())
         http_port = free_port()
         env = {
             **os.environ,
@@ -185,7 +167,7 @@ def main() -> None:
             cwd=work,
         )
         processes.append(bare)
-        wait_port(bare_port)
+        wait_for_port(bare_port)
         baseline = wrk(f"http://127.0.0.1:{bare_port}/count", args.seconds)
         bare.terminate()
         simulate = subprocess.Popen(
@@ -251,22 +233,10 @@ def main() -> None:
         print("baselines: a bare uvicorn answering constant JSON; `connledger replay` (no HTTP)")
     finally:
         for process in reversed(processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-        if args.backend == "postgresql" and database:
-            subprocess.run(
-                [
-                    "psql",
-                    ADMIN_PG,
-                    "-qc",
-                    f"DROP DATABASE IF EXISTS {database.rsplit('/', 1)[1]} WITH (FORCE)",
-                ],
-                check=False,
-            )
+            stop_process(process, 30)  # SIGTERM: the service drains
+        if postgres is not None and database:
+            asyncio.run(postgres.drop(database))
+        stack.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

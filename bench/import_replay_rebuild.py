@@ -30,16 +30,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +48,18 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness.cpu import ChildRun, run_child  # noqa: E402
+from bench.harness.databases import (  # noqa: E402
+    PostgresBackend,
+    add_database_arguments,
+    asyncpg_dsn,
+    backend_names,
+    postgres_server,
+    remove_sqlite,
+    sqlalchemy_url,
+)
+from bench.harness.figures import say, table  # noqa: E402
+from bench.harness.service import CONNLEDGER  # noqa: E402
 from service.cli.importer import DEFAULT_BATCH_SIZE  # noqa: E402
 from service.ledger.database import WAL_AUTOCHECKPOINT_PAGES  # noqa: E402
 from service.ledger.records import RECORD_COLUMNS, record_json  # noqa: E402
@@ -57,16 +67,6 @@ from service.ledger.schema import LEDGER_COLUMNS  # noqa: E402
 from service.simulation.traffic import generate  # noqa: E402
 
 DATA = ROOT / "bench" / ".data"
-CONNLEDGER = Path(sys.executable).parent / "connledger"
-DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
-TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
-
-
-@dataclass
-class Run:
-    seconds: float
-    rss_mb: float
-    stdout: bytes = b""
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Step:
     name: str
     unit: str
     count: int
-    runs: list[Run] = field(default_factory=list)
+    runs: list[ChildRun] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -107,26 +107,8 @@ def input_file(events: int, seed: int) -> Path:
             if chunk:
                 out.write(b"\n".join(chunk) + b"\n")
         partial.rename(path)
-        print(f"generated {path.name} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        say(f"generated {path.name} in {time.perf_counter() - started:.1f} s")
     return path
-
-
-def run_child(argv: Sequence[str], env: dict[str, str], stdout: Any = subprocess.PIPE) -> Run:
-    """Run a child to completion: its wall time and its own peak RSS.
-
-    The peak is measured by /usr/bin/time, not by wait4() here: a child forked from this
-    process (which holds the baseline's rows, hundreds of MB) starts with this process's
-    pages, and Linux keeps that peak across exec; /usr/bin/time is small when it forks."""
-    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
-        command = [TIME, "-f", "%M", "-o", rss.name, *argv] if TIME else list(argv)
-        started = time.perf_counter()
-        child = subprocess.run(command, env=env, stdout=stdout, stderr=subprocess.PIPE, cwd=DATA)
-        seconds = time.perf_counter() - started
-        if child.returncode != 0:
-            message = child.stderr.decode(errors="replace")
-            raise SystemExit(f"{' '.join(argv)} failed ({child.returncode}):\n{message}")
-        kib = int(rss.read().split()[-1]) if TIME else 0
-    return Run(seconds, kib / 1024, child.stdout or b"")
 
 
 class Backend:
@@ -150,7 +132,7 @@ class Backend:
         raise NotImplementedError
 
     def ledger_rows(self) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        return self.fetch(f"SELECT {', '.join(LEDGER_COLUMNS)} FROM connection_ledger ORDER BY position")
 
     def baseline(self, rows: list[tuple[Any, ...]], batch: int, indexed: bool) -> float:
         """Seconds to bulk-insert `rows` into a bare table, or (indexed) into one with the
@@ -170,28 +152,21 @@ class Sqlite(Backend):
         self.path = self.folder / "ledger.db"
         self.url = f"sqlite+aiosqlite:///{self.path}"
 
-    def _remove(self, path: Path) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-
     def fresh(self) -> None:
-        self._remove(self.path)
+        remove_sqlite(self.path)
 
     def drop(self) -> None:
-        self._remove(self.path)
-        self._remove(self.folder / "bare.db")
+        remove_sqlite(self.path)
+        remove_sqlite(self.folder / "bare.db")
         self.folder.rmdir()
 
     def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         with sqlite3.connect(self.path) as db:
             return db.execute(sql).fetchall()
 
-    def ledger_rows(self) -> list[tuple[Any, ...]]:
-        return self.fetch(f"SELECT {', '.join(LEDGER_COLUMNS)} FROM connection_ledger ORDER BY position")
-
     def baseline(self, rows: list[tuple[Any, ...]], batch: int, indexed: bool) -> float:
         bare = self.folder / "bare.db"
-        self._remove(bare)
+        remove_sqlite(bare)
         db = sqlite3.connect(bare, isolation_level=None)
         try:
             # The pragmas the service sets on its own connections (database.py).
@@ -216,37 +191,25 @@ class Sqlite(Backend):
             return time.perf_counter() - started
         finally:
             db.close()
-            self._remove(bare)
+            remove_sqlite(bare)
 
 
 class Postgres(Backend):
     name = "postgresql"
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, admin_url: str) -> None:
         super().__init__(args)
-        self.admin = args.pg_url
-        self.database = f"bench_{uuid.uuid4().hex[:10]}"
-        base, _, _ = self.admin.rpartition("/")
-        self.dsn = f"{base}/{self.database}"
-        self.url = self.dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
-
-    async def _admin(self, *statements: str) -> None:
-        connection = await asyncpg.connect(self.admin)
-        try:
-            for statement in statements:
-                await connection.execute(statement)
-        finally:
-            await connection.close()
+        self.server = PostgresBackend(admin_url)
+        # One database, made afresh for each import (the environment of the commands names it).
+        self.database = self.server.new_name()
+        self.dsn = asyncpg_dsn(admin_url, self.database)
+        self.url = sqlalchemy_url(admin_url, self.database)
 
     def fresh(self) -> None:
-        asyncio.run(
-            self._admin(
-                f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)", f"CREATE DATABASE {self.database}"
-            )
-        )
+        asyncio.run(self.server.create(self.database))
 
     def drop(self) -> None:
-        asyncio.run(self._admin(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))
+        asyncio.run(self.server.drop(self.url))
 
     def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         async def go() -> list[tuple[Any, ...]]:
@@ -257,9 +220,6 @@ class Postgres(Backend):
                 await connection.close()
 
         return asyncio.run(go())
-
-    def ledger_rows(self) -> list[tuple[Any, ...]]:
-        return self.fetch(f"SELECT {', '.join(LEDGER_COLUMNS)} FROM connection_ledger ORDER BY position")
 
     def baseline(self, rows: list[tuple[Any, ...]], batch: int, indexed: bool) -> float:
         async def go() -> float:
@@ -309,7 +269,7 @@ def verify_replay(backend: Backend, replayed: bytes) -> None:
     )
     if replayed != expected:
         raise SystemExit(f"{backend.name}: replay output differs from records.record_json")
-    print(f"  verified: replay output = record_json, {len(expected)} bytes", file=sys.stderr)
+    say(f"  verified: replay output = record_json, {len(expected)} bytes")
 
 
 def bench(backend: Backend, path: Path, lines: int) -> list[Step]:
@@ -318,17 +278,17 @@ def bench(backend: Backend, path: Path, lines: int) -> list[Step]:
     cli = [str(CONNLEDGER)]
     batch = ["--batch-size", str(args.batch_size)] if args.batch_size else []
     steps: list[Step] = []
-    print(f"{backend.name}:", file=sys.stderr)
+    say(f"{backend.name}:")
 
     imported = Step("import", "events/s", lines)
     summary: dict[str, int] = {}
     for attempt in range(args.import_runs):
         backend.fresh()
-        run_child([*cli, "migrate"], env)  # untimed: the schema, not the import
-        run = run_child([*cli, "import", str(path), *batch], env)
+        run_child([*cli, "migrate"], env, DATA)  # untimed: the schema, not the import
+        run = run_child([*cli, "import", str(path), *batch], env, DATA)
         imported.runs.append(run)
         summary = orjson.loads(run.stdout)
-        print(f"  import #{attempt + 1}: {run.seconds:.1f} s {summary}", file=sys.stderr)
+        say(f"  import #{attempt + 1}: {run.seconds:.1f} s {summary}")
     head = summary["appended"]
 
     rows = backend.ledger_rows()
@@ -336,39 +296,36 @@ def bench(backend: Backend, path: Path, lines: int) -> list[Step]:
     baseline = Step(f"baseline ({batch_rows}/txn)", "rows/s", len(rows))
     indexed = Step("  with ledger indexes", "rows/s", len(rows))
     for _ in range(args.runs):
-        baseline.runs.append(Run(backend.baseline(rows, batch_rows, indexed=False), 0.0))
-        indexed.runs.append(Run(backend.baseline(rows, batch_rows, indexed=True), 0.0))
+        baseline.runs.append(ChildRun(backend.baseline(rows, batch_rows, indexed=False), 0.0))
+        indexed.runs.append(ChildRun(backend.baseline(rows, batch_rows, indexed=True), 0.0))
     del rows
-    print(
-        f"  baseline: {baseline.seconds:.1f} s, with the ledger's indexes {indexed.seconds:.1f} s",
-        file=sys.stderr,
-    )
+    say(f"  baseline: {baseline.seconds:.1f} s, with the ledger's indexes {indexed.seconds:.1f} s")
 
     replay = Step("replay > /dev/null", "records/s", head)
     for attempt in range(args.runs):
         if args.verify and attempt == 0:
-            run = run_child([*cli, "replay"], env)
+            run = run_child([*cli, "replay"], env, DATA)
             verify_replay(backend, run.stdout)
             run.stdout = b""
         else:
             with open(os.devnull, "wb") as null:
-                run = run_child([*cli, "replay"], env, stdout=null)
+                run = run_child([*cli, "replay"], env, DATA, stdout=null)
         replay.runs.append(run)
-    print(f"  replay: {replay.seconds:.1f} s", file=sys.stderr)
+    say(f"  replay: {replay.seconds:.1f} s")
 
     before = projection_digest(backend) if args.verify else ""
     rebuild = Step("rebuild", "events/s", head)
     for _ in range(args.runs):
-        rebuild.runs.append(run_child([*cli, "rebuild"], env))
+        rebuild.runs.append(run_child([*cli, "rebuild"], env, DATA))
     if args.verify:
         if projection_digest(backend) != before:
             raise SystemExit(f"{backend.name}: the rebuilt projection differs from the live one")
-        print("  verified: rebuilt projection = live projection", file=sys.stderr)
-    print(f"  rebuild: {rebuild.seconds:.1f} s", file=sys.stderr)
+        say("  verified: rebuilt projection = live projection")
+    say(f"  rebuild: {rebuild.seconds:.1f} s")
 
     startup = Step("start-up (count x)", "", 1)
     for _ in range(args.runs):
-        startup.runs.append(run_child([*cli, "count", "x"], env))
+        startup.runs.append(run_child([*cli, "count", "x"], env, DATA))
 
     steps.extend([baseline, indexed, imported, replay, rebuild, startup])
     return steps
@@ -381,10 +338,7 @@ def report(results: dict[str, list[Step]], lines: int, args: argparse.Namespace)
         f"SQLite synchronous={args.synchronous}, median of {args.runs} "
         f"(import: {args.import_runs}), on {os.cpu_count()} cores"
     )
-    columns = ("backend", "step", "seconds", "rate", "unit", "peak RSS", "ratio")
-    header = "{:<11} {:<22} {:>8} {:>11} {:<10} {:>9} {:>10}".format(*columns)
-    print(header)
-    print("-" * len(header))
+    rows = []
     for name, steps in results.items():
         baseline = steps[0]
         for step in steps:
@@ -393,8 +347,8 @@ def report(results: dict[str, list[Step]], lines: int, args: argparse.Namespace)
             ratio = f"{step.rate / baseline.rate:.2f}" if step.name == "import" else ""
             if step.name == "import":
                 ratio += f" {step.rate / steps[1].rate:.2f}"
-            seconds = f"{step.seconds:.2f}"
-            print(f"{name:<11} {step.name:<22} {seconds:>8} {rate:>11} {step.unit:<10} {rss:>9} {ratio:>10}")
+            rows.append((name, step.name, f"{step.seconds:.2f}", rate, step.unit, rss, ratio))
+    table(("backend", "step", "seconds", "rate", "unit", "peak RSS", "ratio"), rows, right=(2, 3, 5))
     print(
         "ratio: import events/s divided by the baseline rows/s of the same backend: into a bare "
         "table, then into one with the ledger's primary key and unique indexes"
@@ -405,7 +359,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    add_database_arguments(parser)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=int, default=3, help="runs of each cheap step (median printed)")
@@ -414,20 +368,22 @@ def main() -> None:
         "--batch-size", type=int, default=None, help="import --batch-size (default: the command's own)"
     )
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="SQLite durability")
-    parser.add_argument("--pg-url", default=os.environ.get("LEDGER_BENCH_POSTGRES_URL", DEFAULT_PG))
     parser.add_argument("--verify", action="store_true", help="check replay and rebuild output too")
     args = parser.parse_args()
 
     path = input_file(args.events, args.seed)
     lines = args.events
-    names = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     results: dict[str, list[Step]] = {}
-    for name in names:
-        backend: Backend = Sqlite(args) if name == "sqlite" else Postgres(args)
-        try:
-            results[name] = bench(backend, path, lines)
-        finally:
-            backend.drop()
+    with contextlib.ExitStack() as stack:
+        for name in backend_names(args.backend):
+            if name == "sqlite":
+                backend: Backend = Sqlite(args)
+            else:
+                backend = Postgres(args, stack.enter_context(postgres_server(args.pg_url)))
+            try:
+                results[name] = bench(backend, path, lines)
+            finally:
+                backend.drop()
     report(results, lines, args)
 
 

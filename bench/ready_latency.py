@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import shlex
@@ -40,23 +41,20 @@ import nats
 import orjson
 from nats.aio.msg import Msg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ingest_nats import (
-    DEFAULT_PG,
+from bench.harness.clock import now
+from bench.harness.databases import (
     Backend,
-    NatsServer,
-    PostgresBackend,
-    Service,
-    SqliteBackend,
-    make_traffic,
-    now,
-    paced_publish,
-    percentile,
-    run_loop,
-    say,
-    warm_up,
+    add_database_arguments,
+    backend_names,
+    make_backend,
+    postgres_server,
 )
+from bench.harness.figures import say, spread_ms
+from bench.harness.nats_server import NatsServer
+from bench.harness.service import Service
+from bench.harness.traffic import make_traffic, publish_paced, run_loop, warm_up
 
 MS = 1000.0
 
@@ -77,15 +75,13 @@ async def one_run(
 
         await listener.subscribe("ledger.records.>", cb=on_record, pending_msgs_limit=1_000_000)
         await listener.flush()
-        service = Service(server.url, url, folder, "FULL")
-        service.env |= dict(setting.split("=", 1) for setting in args.service_setting)
+        settings = dict(setting.split("=", 1) for setting in args.service_setting)
+        service = Service(server.url, url, folder, "FULL", settings=settings)
         try:
             # The publisher connects first and waits for the word: "ready" -> its first
             # publish is then the service's time, not the client's connect.
             go = folder / "go"
-            publishing = asyncio.get_running_loop().run_in_executor(
-                pool, paced_publish, server.url, traffic.subjects, traffic.bodies, args.rate, 0.0, str(go)
-            )
+            publishing = publish_paced(pool, server.url, traffic, args.rate, 0.0, str(go))
             await service.start()
             ready = service.ready
             go.write_text(repr(ready))
@@ -110,24 +106,20 @@ async def one_run(
     return {
         "start": ready - service.spawned,
         "first": first * MS,
-        "early_p50": percentile(early, 50) * MS,
-        "early_p99": percentile(early, 99) * MS,
-        "early_max": max(early, default=float("nan")) * MS,
-        "steady_p50": percentile(steady, 50) * MS,
-        "steady_p99": percentile(steady, 99) * MS,
-        "steady_max": max(steady, default=float("nan")) * MS,
+        **spread_ms(early, "early_", (50, 99)),
+        **spread_ms(steady, "steady_", (50, 99)),
         "missing": traffic.unique - len(early) - len(steady),
     }
 
 
-async def amain(args: argparse.Namespace, folder: Path) -> dict[str, dict[str, float]]:
-    names = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+async def amain(args: argparse.Namespace, folder: Path, pg_url: str) -> dict[str, dict[str, float]]:
+    names = backend_names(args.backend)
     results: dict[str, dict[str, float]] = {}
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
         await asyncio.get_running_loop().run_in_executor(pool, warm_up)
         for name in names:
-            backend: Backend = SqliteBackend(folder) if name == "sqlite" else PostgresBackend(args.pg_url)
+            backend = make_backend(name, folder, pg_url, "bench_ready")
             runs = []
             for run in range(args.repeat):
                 figures = await one_run(args, backend, folder / f"{name}-{run}", pool, args.seed + run)
@@ -178,13 +170,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    add_database_arguments(parser)
     parser.add_argument("--rate", type=float, default=2000, help="events/s")
     parser.add_argument("--seconds", type=float, default=15, help="publishing time")
     parser.add_argument("--early", type=float, default=2.0, help="seconds after ready counted as early")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--pg-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_PG))
     parser.add_argument(
         "--service-setting", action="append", default=[], metavar="LEDGER_X=VALUE", help="repeatable"
     )
@@ -192,7 +183,11 @@ def main() -> None:
     command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
     folder = Path(tempfile.mkdtemp(prefix="bench-ready-"))
     try:
-        results = run_loop(amain(args, folder))
+        with contextlib.ExitStack() as stack:
+            pg_url = ""
+            if args.backend != "sqlite":
+                pg_url = stack.enter_context(postgres_server(args.pg_url))
+            results = run_loop(amain(args, folder, pg_url))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     report(results, args, command)

@@ -28,6 +28,16 @@ class Metrics:
             "Copies of new events handed back because another process was running their hooks",
             registry=r,
         )
+        # Batches and messages ingest acknowledged (duplicates and rejections included): their
+        # ratio is the mean batch ingest took from JetStream.
+        self.ingest_batches = Counter(
+            "ledger_ingest_batches_total", "Batches ingest committed and acknowledged", registry=r
+        )
+        self.ingest_messages = Counter(
+            "ledger_ingest_messages_total",
+            "Messages ingest acknowledged (or handed back) after their batch committed",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "ledger_batch_size",
             "Messages per appended batch",

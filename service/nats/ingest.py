@@ -260,6 +260,9 @@ class Ingestor:
             await ack_all(self.nc, messages)
         self.batches += 1
         self.messages += len(messages)
+        if self.pipeline.metrics is not None:
+            self.pipeline.metrics.ingest_batches.inc()
+            self.pipeline.metrics.ingest_messages.inc(len(messages))
 
     def _publish_failed(self, notice: str, count: int, error: Exception) -> None:
         """Count and log notices that could not be published (one line for a batch's)."""

@@ -4,56 +4,25 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from service.nats.embedded import find_binary
+# The nats-server starter and port helpers are the benchmarks' (bench/harness); tests written
+# before that take them from here.
+from bench.harness.nats_server import free_port, jetstream_arguments, running_nats_server, wait_for_port
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port}")
-
-
-@contextmanager
-def running_nats_server(*arguments: str, port: int) -> Iterator[str]:
-    """The bundled nats-server with `arguments`, listening on `port`; its URL until the end."""
-    process = subprocess.Popen(
-        [str(find_binary()), *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_port(port)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
+__all__ = ["Service", "free_port", "running_nats_server", "wait_for_port"]
 
 
 @pytest.fixture
 def nats_url(tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    with running_nats_server(
-        "-js", "-sd", str(tmp_path / "js"), "-a", "127.0.0.1", "-p", str(port), port=port
-    ) as url:
+    with running_nats_server(*jetstream_arguments(tmp_path, port), port=port) as url:
         yield url
 
 

@@ -9,7 +9,19 @@ from typing import Any
 import orjson
 from nats.aio.client import Client
 
+# Requests and replay as the benchmarks send them; the tests take them from here.
+from bench.harness.clients import ask, replay
 from service.events import Event
+
+__all__ = [
+    "ask",
+    "check_counts_follow_the_ledger",
+    "final_live_sets",
+    "ledger_stream",
+    "publish_all",
+    "replay",
+    "wait_for_head",
+]
 
 
 async def publish_all(nc: Client, lines: list[bytes]) -> None:
@@ -21,21 +33,13 @@ async def publish_all(nc: Client, lines: list[bytes]) -> None:
     await js.publish_async_completed()
 
 
-async def ask(
-    nc: Client, subject: str, body: dict[str, Any] | None = None, timeout: float = 10
-) -> dict[str, Any]:
-    reply = await nc.request(subject, orjson.dumps(body) if body is not None else b"", timeout=timeout)
-    answer: dict[str, Any] = orjson.loads(reply.data)
-    return answer
-
-
 async def wait_for_head(nc: Client, position: int, timeout: float = 120) -> int:
     """Ask until the ledger's head reaches `position` (or the time is up); returns the head."""
     deadline = time.monotonic() + timeout
     head = 0
     while time.monotonic() < deadline:
         try:
-            answer = await ask(nc, "ledger.sessions.probe.count", {"minPosition": position}, timeout=15)
+            answer = await ask(nc, "ledger.sessions.probe.count", {"minPosition": position}, within=15)
             head = int(answer.get("position", 0))
         except Exception:  # the service may be restarting
             await asyncio.sleep(0.2)
@@ -43,24 +47,6 @@ async def wait_for_head(nc: Client, position: int, timeout: float = 120) -> int:
         if head >= position:
             return head
     return head
-
-
-async def replay(nc: Client, request: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    inbox = nc.new_inbox()
-    records: list[dict[str, Any]] = []
-    end: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    async def collect(message: Any) -> None:
-        if message.headers and "Ledger-Replay-End" in message.headers:
-            end.set_result(message.headers["Ledger-Replay-End"])
-        else:
-            records.append(orjson.loads(message.data))
-
-    subscription = await nc.subscribe(inbox, cb=collect, pending_msgs_limit=2_000_000)
-    await nc.publish("ledger.replay", orjson.dumps(request), reply=inbox)
-    last = await asyncio.wait_for(end, 60)
-    await subscription.unsubscribe()
-    return records, last
 
 
 async def ledger_stream(nc: Client, expected: int, timeout: float = 60) -> list[dict[str, Any]]:

@@ -19,8 +19,8 @@ import nats
 import orjson
 import pytest
 
-from service.nats.embedded import find_binary
-from tests.e2e.conftest import Service, free_port, wait_for_port
+from bench.harness.nats_server import free_port, jetstream_arguments, start_nats_server, stop_process
+from tests.e2e.conftest import Service
 from tests.e2e.nats_secrets import certificates, operator_setup
 from tests.e2e.natsutil import ask
 from tests.helpers import body
@@ -38,19 +38,15 @@ class Guarded:
 
 def _start(flags: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as output:
-        process = subprocess.Popen([str(find_binary()), *flags], stdout=output, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port)
-    except TimeoutError:
-        process.kill()
-        process.wait(10)
-        raise AssertionError(f"nats-server {flags} did not start: {log.read_text()[-2000:]}") from None
-    return process
+        try:
+            return start_nats_server(*flags, port=port, output=output)
+        except (RuntimeError, TimeoutError):
+            raise AssertionError(f"nats-server {flags} did not start: {log.read_text()[-2000:]}") from None
 
 
 def _guard(kind: str, folder: Path, port: int) -> tuple[list[str], Guarded]:
     url = f"nats://127.0.0.1:{port}"
-    plain = ["-js", "-sd", str(folder / "js"), "-a", "127.0.0.1", "-p", str(port)]
+    plain = jetstream_arguments(folder, port)
     if kind == "token":
         token = {"LEDGER_NATS_TOKEN": "s3cret"}
         return [*plain, "--auth", "s3cret"], Guarded(url, token, {"token": "s3cret"})
@@ -102,8 +98,7 @@ def guarded_nats(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Gua
     try:
         yield guarded
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_process(process)
 
 
 @pytest.mark.parametrize("guarded_nats", ["token", "user", "creds", "tls", "mtls"], indirect=True)
@@ -166,8 +161,7 @@ def password_nats(tmp_path: Path) -> Iterator[int]:
     try:
         yield port
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_process(process)
 
 
 async def test_passwords_in_the_urls_never_show_in_the_banner_or_the_log(

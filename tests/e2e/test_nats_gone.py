@@ -17,9 +17,9 @@ import httpx
 import nats
 import pytest
 
-from service.nats.embedded import find_binary
+from bench.harness.nats_server import free_port, jetstream_arguments, start_nats_server, stop_process
 from service.simulation.traffic import generate
-from tests.e2e.conftest import Service, free_port, wait_for_port
+from tests.e2e.conftest import Service
 from tests.e2e.natsutil import publish_all, wait_for_head
 from tests.helpers import body
 
@@ -28,17 +28,10 @@ class NatsProcess:
     def __init__(self, folder: Path) -> None:
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [str(find_binary()), "-js", "-sd", str(folder / "js"), "-a", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
+        self.process = start_nats_server(*jetstream_arguments(folder, self.port), port=self.port)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+        stop_process(self.process)
 
 
 @pytest.fixture

@@ -6,8 +6,10 @@ import asyncio
 import time
 from typing import Any
 
+import nats.errors
 import orjson
 from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig
 
 # Requests and replay as the benchmarks send them; the tests take them from here.
 from bench.harness.clients import ask, replay
@@ -56,12 +58,20 @@ async def ledger_stream(nc: Client, expected: int, timeout: float = 60) -> list[
     while (await js.stream_info("LEDGER")).state.messages < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     total = (await js.stream_info("LEDGER")).state.messages
-    consumer = await js.pull_subscribe("ledger.records.>", stream="LEDGER")
+    # Read, not consumed: no acknowledgements. On a cluster a fetch can come back empty while a
+    # node that was restarted catches up: asked again until the time is up.
+    consumer = await js.pull_subscribe(
+        "ledger.records.>", stream="LEDGER", config=ConsumerConfig(ack_policy=AckPolicy.NONE)
+    )
     out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
     while len(out) < total:
-        for message in await consumer.fetch(1000, timeout=10):
-            out.append(orjson.loads(message.data))
-            await message.ack()
+        try:
+            messages = await consumer.fetch(1000, timeout=5)
+        except nats.errors.TimeoutError:
+            assert time.monotonic() < deadline, f"LEDGER: {len(out)} of {total} messages read"
+            continue
+        out.extend(orjson.loads(message.data) for message in messages)
     await consumer.unsubscribe()
     return out
 

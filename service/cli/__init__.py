@@ -3,7 +3,7 @@ ledger built by the composition root, and prints.
 
 This module assembles the command groups, each in a module of its own: running.py (serve,
 relay, simulate), writing.py (migrate, import, rebuild), reading.py (count, sessions, replay,
-rejected) and documents.py (the interface documents)."""
+rejected) and documents.py (the interface documents: asyncapi, openapi)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ for command in (
     running.relay,
     running.simulate,
     documents.asyncapi,
+    documents.openapi,
     writing.migrate,
     writing.import_,
     reading.count,

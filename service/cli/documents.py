@@ -9,7 +9,7 @@ import orjson
 
 from service.settings import load_settings
 
-__all__ = ["asyncapi"]
+__all__ = ["asyncapi", "openapi"]
 
 
 @click.command()
@@ -19,3 +19,12 @@ def asyncapi() -> None:
 
     document = asyncapi_document(load_settings())
     sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+@click.command()
+def openapi() -> None:
+    """Print the OpenAPI document of the HTTP API (docs/openapi.json)."""
+    # Built from the routes alone: no database, NATS or settings are read.
+    from service.http.openapi import openapi_json
+
+    sys.stdout.buffer.write(openapi_json())

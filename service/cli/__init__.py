@@ -3,14 +3,15 @@ ledger built by the composition root, and prints.
 
 This module assembles the command groups, each in a module of its own: running.py (serve,
 relay, simulate), writing.py (migrate, import, rebuild), reading.py (count, sessions, replay,
-rejected) and documents.py (the interface documents: asyncapi, openapi)."""
+rejected) and documents.py (the documents checked in under docs/: asyncapi, openapi,
+settings-doc)."""
 
 from __future__ import annotations
 
 import click
 
 from service.cli import documents, reading, running, writing
-from service.settings import settings_help
+from service.settings_doc import settings_help
 
 __all__ = ["cli", "main"]
 
@@ -27,6 +28,7 @@ for command in (
     running.simulate,
     documents.asyncapi,
     documents.openapi,
+    documents.settings_doc,
     writing.migrate,
     writing.import_,
     reading.count,

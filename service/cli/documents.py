@@ -9,7 +9,7 @@ import orjson
 
 from service.settings import load_settings
 
-__all__ = ["asyncapi", "openapi"]
+__all__ = ["asyncapi", "openapi", "settings_doc"]
 
 
 @click.command()
@@ -28,3 +28,11 @@ def openapi() -> None:
     from service.http.openapi import openapi_json
 
     sys.stdout.buffer.write(openapi_json())
+
+
+@click.command("settings-doc")
+def settings_doc() -> None:
+    """Print the reference of every LEDGER_* setting, in Markdown (docs/settings.md)."""
+    from service.settings_doc import settings_markdown
+
+    sys.stdout.write(settings_markdown())

@@ -13,7 +13,7 @@ from service.errors import ConfigurationError
 from service.events import MAX_BODY_BYTES
 from service.redact import mask_secrets
 
-__all__ = ["MESSAGE_OVERHEAD", "Settings", "load_settings", "settings_help"]
+__all__ = ["MESSAGE_OVERHEAD", "PREFIX", "Settings", "load_settings"]
 
 PREFIX = "LEDGER_"
 # What a delivered message counts for in a pull request's max_bytes beyond what the stream's
@@ -239,11 +239,3 @@ def load_settings(**overrides: object) -> Settings:
             name = PREFIX + "_".join(str(part) for part in error["loc"]).upper()
             problems.append(f"{name}: {error['msg']} (got {mask_secrets(repr(error.get('input')))})")
         raise ConfigurationError("invalid setting: " + "; ".join(problems)) from None
-
-
-def settings_help() -> str:
-    # "\b" keeps click from rewrapping the list.
-    lines = ["\b", "Settings (environment variables):"]
-    for name, field in Settings.model_fields.items():
-        lines.append(f"  {PREFIX}{name.upper():<22} {field.description or ''}")
-    return "\n".join(lines)

@@ -14,9 +14,11 @@ from service.app.bootstrap import follow_counts, open_ledger
 from service.app.process_tuning import settle_for_serving
 from service.app.relay_child import RelayProcess
 from service.app.sampled_gauges import sample_forever
+from service.asyncapi import asyncapi_document
 from service.commit_signal import CommitSignal
 from service.errors import ConfigurationError
-from service.http.app import HttpContext, create_app
+from service.http.app import create_app
+from service.http.context import HttpContext
 from service.http.server import HttpServer
 from service.nats.connect import connect
 from service.nats.embedded import EmbeddedNats
@@ -93,7 +95,9 @@ async def serve(settings: Settings) -> int:
                     database = False
                 return {"nats": nc.is_connected, "database": database, "consumer": not ingest_task.done()}
 
-            context = HttpContext(ledger, committed, counts, EventPublisher(nc), ready)
+            context = HttpContext(
+                ledger, committed, counts, EventPublisher(nc), ready, lambda: asyncapi_document(settings)
+            )
             http = HttpServer(create_app(context), settings)
             tasks = {
                 ingest_task,

@@ -52,12 +52,16 @@ async def _ready() -> dict[str, bool]:
     return {"nats": True, "database": True, "consumer": True}
 
 
+def _asyncapi() -> dict[str, Any]:
+    return {"asyncapi": "3.0.0"}
+
+
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, LedgerService, DirectPublisher]]:
     async with open_ledger(settings) as ledger, follow_counts(ledger) as counts:
         committed = CommitSignal()
         publisher = DirectPublisher(ledger, committed)
-        app = create_app(HttpContext(ledger, committed, counts, publisher, _ready))  # type: ignore[arg-type]
+        app = create_app(HttpContext(ledger, committed, counts, publisher, _ready, _asyncapi))  # type: ignore[arg-type]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://localhost", headers=JSON_BODY
@@ -344,6 +348,7 @@ async def test_health_and_metrics(api: tuple[httpx.AsyncClient, LedgerService, D
         spec["paths"]
     )
     assert (await client.get("/docs")).status_code == 200
+    assert (await client.get("/docs/asyncapi")).json() == _asyncapi()
     page = await client.get("/")
     assert page.status_code == 200
     assert "/static/dashboard.js" in page.text
@@ -355,7 +360,7 @@ async def test_a_token_guards_writes_and_optionally_reads(settings: Settings) ->
     async with open_ledger(guarded) as ledger, follow_counts(ledger) as counts:
         committed = CommitSignal()
         publisher = DirectPublisher(ledger, committed)
-        app = create_app(HttpContext(ledger, committed, counts, publisher, _ready))  # type: ignore[arg-type]
+        app = create_app(HttpContext(ledger, committed, counts, publisher, _ready, _asyncapi))  # type: ignore[arg-type]
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://localhost"
         ) as client:
@@ -378,7 +383,7 @@ async def live_server(settings: Settings) -> AsyncIterator[tuple[str, LedgerServ
     ):
         committed = CommitSignal()
         publisher = DirectPublisher(ledger, committed)
-        app = create_app(HttpContext(ledger, committed, counts, publisher, _ready))  # type: ignore[arg-type]
+        app = create_app(HttpContext(ledger, committed, counts, publisher, _ready, _asyncapi))  # type: ignore[arg-type]
         server = HttpServer(app, ledger.settings)
         task = asyncio.create_task(server.run())
         await server.started.wait()
@@ -554,9 +559,8 @@ async def test_readers_who_stall_hold_back_neither_writes_nor_other_readers(
     ):
         committed = CommitSignal()
         publisher = DirectPublisher(ledger, committed)
-        server = HttpServer(
-            create_app(HttpContext(ledger, committed, counts, publisher, _ready)), ledger.settings
-        )  # type: ignore[arg-type]
+        app = create_app(HttpContext(ledger, committed, counts, publisher, _ready, _asyncapi))  # type: ignore[arg-type]
+        server = HttpServer(app, ledger.settings)
         task = asyncio.create_task(server.run())
         await server.started.wait()
         stalled: list[socket.socket] = []
@@ -601,7 +605,7 @@ async def test_a_stream_that_cannot_get_a_database_connection_is_a_503(
     readers = create_engine(settings.resolved_database_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
     starved = dataclasses.replace(ledger, store=type(ledger.store)(ledger.store.engine, readers))
     counts = LiveCounts(ledger.store.engine, poll_interval=1)
-    app = create_app(HttpContext(starved, CommitSignal(), counts, publisher, _ready))  # type: ignore[arg-type]
+    app = create_app(HttpContext(starved, CommitSignal(), counts, publisher, _ready, _asyncapi))  # type: ignore[arg-type]
     taken = await readers.connect()  # every reader connection is busy
     try:
         async with httpx.AsyncClient(
@@ -764,7 +768,7 @@ async def test_listed_hosts_and_the_token_lift_the_host_check(settings: Settings
     for extra, method, host, status in cases:
         async with open_ledger(settings.model_copy(update=extra)) as ledger, follow_counts(ledger) as counts:
             publisher = DirectPublisher(ledger, CommitSignal())
-            app = create_app(HttpContext(ledger, CommitSignal(), counts, publisher, _ready))  # type: ignore[arg-type]
+            app = create_app(HttpContext(ledger, CommitSignal(), counts, publisher, _ready, _asyncapi))  # type: ignore[arg-type]
             headers = [(b"host", host), token, JSON]
             if method == "POST":
                 got, _, answer, _ = await asgi_request(
@@ -794,7 +798,7 @@ async def test_a_token_refuses_a_wrong_or_odd_token_on_every_guarded_route(setti
     guarded = settings.model_copy(update={"http_token": "t0ken", "http_token_for_reads": True})
     async with open_ledger(guarded) as ledger, follow_counts(ledger) as counts:
         publisher = DirectPublisher(ledger, CommitSignal())
-        app = create_app(HttpContext(ledger, CommitSignal(), counts, publisher, _ready))  # type: ignore[arg-type]
+        app = create_app(HttpContext(ledger, CommitSignal(), counts, publisher, _ready, _asyncapi))  # type: ignore[arg-type]
         routes = [
             ("POST", "/v1/events"),
             ("POST", "/v1/callbacks/vonage"),
@@ -828,7 +832,7 @@ async def test_request_bodies_are_bounded_together_and_in_time(settings: Setting
     bounded = settings.model_copy(update={"http_body_budget": 70 * 1024 * 1024, "http_body_timeout": 2.0})
     async with open_ledger(bounded) as ledger, follow_counts(ledger) as counts:
         publisher = DirectPublisher(ledger, CommitSignal())
-        app = create_app(HttpContext(ledger, CommitSignal(), counts, publisher, _ready))  # type: ignore[arg-type]
+        app = create_app(HttpContext(ledger, CommitSignal(), counts, publisher, _ready, _asyncapi))  # type: ignore[arg-type]
         mib = b" " * (1024 * 1024)
         # A client that sends 40 MiB of an array and then nothing more: held until its time is up.
         slow = asyncio.create_task(

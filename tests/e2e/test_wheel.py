@@ -82,7 +82,7 @@ def installed() -> Iterator[Installed]:
 
 def test_the_wheel_carries_what_the_service_reads_at_run_time(installed: Installed, tmp_path: Path) -> None:
     probe = (
-        "import pathlib, service, service.ledger.database as d, service.http.app as h;"
+        "import pathlib, service, service.ledger.database as d, service.http.routes.dashboard as h;"
         "print(service.__file__);"
         "print(sorted(p.name for p in (d.MIGRATIONS_DIR / 'versions').glob('*.py')));"
         "print(sorted(p.name for p in h.STATIC.iterdir()))"

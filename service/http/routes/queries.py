@@ -1,0 +1,65 @@
+"""Queries: a session's live connections and count, and the sessions with their counts, paged.
+`minPosition` waits (up to LEDGER_MIN_POSITION_WAIT) for the ledger to reach that position."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from service.http.answers import json as _json
+from service.http.context import HttpContext
+from service.http.intake import HttpRejection
+from service.http.parameters import OptionalPosition, check_session
+
+__all__ = ["MAX_SESSIONS_PAGE", "router"]
+
+# The most sessions `GET /v1/sessions` answers in one page.
+MAX_SESSIONS_PAGE = 1000
+
+
+def router(context: HttpContext) -> APIRouter:
+    routes = APIRouter()
+    ledger = context.ledger
+    settings = ledger.settings
+
+    async def _wait(min_position: int | None) -> None:
+        # The database is always at least as far as the in-memory counts: once they reflect
+        # the position, so does any read that follows.
+        if min_position:
+            await context.counts.wait_for(min_position, settings.min_position_wait)
+
+    @routes.get("/v1/sessions/{session_id}", tags=["queries"], summary="A session's live connections")
+    async def get_session(session_id: str, minPosition: OptionalPosition = None) -> Response:  # noqa: N803
+        check_session(session_id)
+        await _wait(minPosition)
+        return _json(await ledger.queries.connections(session_id))
+
+    # Most plain requests are answered before routing, from memory (service/http/fast_count.py);
+    # this route answers the rest, errors included, and is what the OpenAPI document describes.
+    @routes.get("/v1/sessions/{session_id}/count", tags=["queries"], summary="A session's connection count")
+    async def get_count(session_id: str, minPosition: OptionalPosition = None) -> Response:  # noqa: N803
+        check_session(session_id)
+        return _json(await context.counts.count(session_id, minPosition, settings.min_position_wait))
+
+    @routes.get("/v1/sessions", tags=["queries"], summary="Sessions with their counts, paged")
+    async def get_sessions(
+        active: bool = True,
+        limit: int = Query(
+            100, ge=1, description=f"Sessions per page; a larger limit gets {MAX_SESSIONS_PAGE}"
+        ),
+        cursor: str | None = None,
+        minPosition: OptionalPosition = None,  # noqa: N803
+    ) -> Response:
+        await _wait(minPosition)
+        try:
+            # A larger page is cut, not refused: the client follows `next` in any case.
+            page = await ledger.queries.sessions(
+                active=active, limit=min(limit, MAX_SESSIONS_PAGE), cursor=cursor
+            )
+        except (ValueError, UnicodeDecodeError):
+            raise HttpRejection(
+                422, "invalid_field", "cursor is not one this service issued", "cursor"
+            ) from None
+        return _json({"sessions": page.sessions, "next": page.next})
+
+    return routes

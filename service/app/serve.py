@@ -27,7 +27,7 @@ from service.nats.ingest import Ingestor
 from service.nats.intake_publisher import EventPublisher
 from service.nats.relay import Relay
 from service.nats.responders import Responders
-from service.nats.streams import ensure_streams
+from service.nats.streams import ensure_streams, streams_problem
 from service.redact import mask_nats_urls, mask_url
 from service.settings import Settings
 
@@ -87,13 +87,20 @@ async def serve(settings: Settings) -> int:
             await queries_nc.flush()
             ingest_task = asyncio.create_task(ingestor.run(), name="ingest")
 
-            async def ready() -> dict[str, bool]:
+            async def ready() -> dict[str, str | None]:
+                """Each check's reason for not being ready, or None when it passes."""
                 try:
                     await ledger.queries.head()
-                    database = True
-                except Exception:
-                    database = False
-                return {"nats": nc.is_connected, "database": database, "consumer": not ingest_task.done()}
+                    database = None
+                except Exception as error:
+                    database = f"the database does not answer ({type(error).__name__})"
+                connected = nc.is_connected
+                return {
+                    "nats": None if connected else "not connected to NATS (reconnecting)",
+                    "database": database,
+                    "consumer": None if not ingest_task.done() else "ingest has stopped",
+                    "streams": await streams_problem(nc, settings) if connected else None,
+                }
 
             context = HttpContext(
                 ledger, committed, counts, EventPublisher(nc), ready, lambda: asyncapi_document(settings)

@@ -31,6 +31,7 @@ class HttpContext:
     counts: LiveCounts
     # None: this instance takes no writes (no NATS); POSTs are answered 503.
     publisher: Forwarder | None
-    ready: Callable[[], Awaitable[dict[str, bool]]]
+    # Each readiness check's reason for failing, or None when it passes.
+    ready: Callable[[], Awaitable[dict[str, str | None]]]
     # The AsyncAPI document of the NATS interface, served at /docs/asyncapi.
     asyncapi: Callable[[], dict[str, Any]]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js.api import StorageType, StreamConfig
@@ -38,6 +39,7 @@ __all__ = [
     "ensure_stream",
     "ensure_streams",
     "ledger_stream",
+    "streams_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,22 @@ async def ensure_stream(
             f"({error.description or error}; code {error.err_code}); change them, or the server's "
             "JetStream limits"
         ) from error
+
+
+async def streams_problem(nc: Client, settings: Settings, seconds: float = 1.0) -> str | None:
+    """Why the streams cannot take messages just now (no leader during an election after a
+    NATS node died, or no answer), or None when both can."""
+    js = nc.jetstream(timeout=seconds)
+    for name in (settings.connections_stream, settings.ledger_stream):
+        try:
+            info = await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            return f"the stream {name} does not exist"
+        except (nats.errors.Error, TimeoutError) as error:
+            return f"the stream {name} does not answer ({type(error).__name__}): a leader election?"
+        if info.cluster is not None and not info.cluster.leader:
+            return f"the stream {name} has no leader (an election, after a NATS node died?)"
+    return None
 
 
 async def ensure_streams(nc: Client, settings: Settings) -> None:

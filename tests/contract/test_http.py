@@ -48,8 +48,8 @@ class DirectPublisher:
 JSON_BODY = {"Content-Type": "application/json"}
 
 
-async def _ready() -> dict[str, bool]:
-    return {"nats": True, "database": True, "consumer": True}
+async def _ready() -> dict[str, str | None]:
+    return {"nats": None, "database": None, "consumer": None, "streams": None}
 
 
 def _asyncapi() -> dict[str, Any]:
@@ -856,3 +856,30 @@ async def test_request_bodies_are_bounded_together_and_in_time(settings: Setting
         )
         assert got == 202, answer
         assert [subject for subject, _ in publisher.published] == ["connections.s1.connectionCreated"]
+
+
+async def test_readyz_names_what_is_not_ready_and_why(
+    api: tuple[httpx.AsyncClient, LedgerService, DirectPublisher],
+) -> None:
+    _, ledger, publisher = api
+
+    async def electing() -> dict[str, str | None]:
+        return {
+            "nats": None,
+            "database": None,
+            "consumer": None,
+            "streams": "the stream CONNECTIONS has no leader",
+        }
+
+    counts = LiveCounts(ledger.store.engine, poll_interval=1)
+    app = create_app(HttpContext(ledger, CommitSignal(), counts, publisher, electing, _asyncapi))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as client:
+        answer = await client.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json() == {
+        "ready": False,
+        "checks": {"nats": True, "database": True, "consumer": True, "streams": False},
+        "reasons": {"streams": "the stream CONNECTIONS has no leader"},
+    }

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats.errors
 import nats.js.errors
 import orjson
@@ -97,6 +98,18 @@ class Publisher:
             await asyncio.gather(*tasks)
 
 
+async def _not_ready_reasons(client: httpx.AsyncClient) -> dict[str, str]:
+    """What /readyz says while it is not ready, within ten seconds of a node's death."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        answer = await client.get("/readyz")
+        if answer.status_code == 503:
+            reasons: dict[str, str] = answer.json()["reasons"]
+            return reasons
+        await asyncio.sleep(0.05)
+    raise AssertionError("/readyz said ready all through the election")
+
+
 async def _when_published(progress: list[int], share: float) -> None:
     while progress[0] < EVENTS * share:
         await asyncio.sleep(0.05)
@@ -157,11 +170,20 @@ async def _scenario(cluster: NatsCluster, services: list[Service]) -> None:
     events = _events()
     publisher = Publisher(nc)
     progress = [0]
-    publishing = asyncio.create_task(publisher.run(events, progress))
+    publishing = asyncio.create_task(publisher.run(list(events), progress))
 
     await _when_published(progress, 0.2)
     leader = await cluster.stream_leader(nc, "CONNECTIONS")
     cluster.node(leader).kill()
+    # Meanwhile, an HTTP write waits for the election rather than fail, and readiness says why
+    # it is not ready.
+    during = body("http-during-election", CREATED, "s-http", "k-http")
+    events.append(during)
+    async with httpx.AsyncClient(base_url=services[0].http_url, timeout=30) as client:
+        written = asyncio.create_task(client.post("/v1/events", json=during))
+        reasons = await _not_ready_reasons(client)
+        assert (await written).status_code == 202
+    assert "streams" in reasons or "nats" in reasons, reasons
     await _when_published(progress, 0.4)
     cluster.node(leader).start()
     await _when_published(progress, 0.6)
@@ -173,11 +195,12 @@ async def _scenario(cluster: NatsCluster, services: list[Service]) -> None:
 
     await asyncio.wait_for(publishing, 120)
     assert publisher.acknowledged == EVENTS
+    total = len(events)  # and the one written over HTTP
 
-    head = await wait_for_head(nc, EVENTS, timeout=120)
-    assert head == EVENTS, f"the ledger holds {head} events of {EVENTS}"
+    head = await wait_for_head(nc, total, timeout=120)
+    assert head == total, f"the ledger holds {head} events of {total}"
     records, _ = await replay(nc, {"after": 0})
-    assert [r["position"] for r in records] == list(range(1, EVENTS + 1))
+    assert [r["position"] for r in records] == list(range(1, total + 1))
     assert sorted(r["id"] for r in records) == sorted(e["id"] for e in events)
     check_counts_follow_the_ledger(records)
 
@@ -187,8 +210,8 @@ async def _scenario(cluster: NatsCluster, services: list[Service]) -> None:
         answer = await ask(nc, f"ledger.sessions.{session}.count")
         assert answer["count"] == len(live), session
 
-    published = await ledger_stream(nc, EVENTS, timeout=120)
-    assert [r["position"] for r in published] == list(range(1, EVENTS + 1))
+    published = await ledger_stream(nc, total, timeout=120)
+    assert [r["position"] for r in published] == list(range(1, total + 1))
 
     assert _get(f"{survivor.http_url}/v1/rejected") == []
     await nc.close()

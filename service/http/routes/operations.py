@@ -20,10 +20,20 @@ def router(context: HttpContext) -> APIRouter:
     async def healthz() -> Response:
         return _json({"status": "ok"})
 
-    @routes.get("/readyz", tags=["operations"], summary="NATS and database reachable, consumer running")
+    @routes.get(
+        "/readyz",
+        tags=["operations"],
+        summary="NATS and database reachable, consumer running, streams with a leader",
+    )
     async def readyz() -> Response:
-        checks = await context.ready()
-        return _json({"ready": all(checks.values()), "checks": checks}, 200 if all(checks.values()) else 503)
+        reasons = await context.ready()
+        ready = all(reason is None for reason in reasons.values())
+        body = {
+            "ready": ready,
+            "checks": {name: reason is None for name, reason in reasons.items()},
+            "reasons": {name: reason for name, reason in reasons.items() if reason is not None},
+        }
+        return _json(body, 200 if ready else 503)
 
     @routes.get(
         "/docs/asyncapi", tags=["operations"], summary="The AsyncAPI 3.0 document of the NATS interface"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 __all__ = [
     "CONNECTIONS_FILTER",
+    "CONSUMER_LEADER_ELECTED",
     "HEAD",
     "HEADER_EXPECTED_LAST_MSG_ID",
     "HEADER_IMPORT_LINE",
@@ -46,6 +47,7 @@ REPLAY = "ledger.replay"
 QUEUE_GROUP = "connection-ledger"
 # JetStream's advisory, from the new leader, after a stream's leader election.
 STREAM_LEADER_ELECTED = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{stream}"
+CONSUMER_LEADER_ELECTED = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{stream}.{consumer}"
 
 # JetStream's headers.
 HEADER_MSG_ID = "Nats-Msg-Id"

@@ -22,7 +22,8 @@ itself, on a plain subscription to an inbox of ours:
   is asked for alone with as many bytes as the server lets a message have (doubled if need be):
   once, past the budget, rather than never;
 - a request that is never answered (its reply lost across a reconnect) counts as ended once
-  its expiry has passed by a margin, and a new one is sent;
+  its expiry has passed by a margin, and a new one is sent; on a cluster, when the consumer
+  elects a new leader (its advisory), at once: the old leader, dead, will not answer;
 - `close` stops asking, waits for the open request to end, and hands back what is buffered,
   so that a draining service acknowledges everything it was given and leaves nothing in flight.
 
@@ -43,6 +44,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from service.settings import MESSAGE_OVERHEAD, Settings
+from service.subjects import CONSUMER_LEADER_ELECTED
 
 __all__ = ["ByteBudget", "PullFeed"]
 
@@ -99,6 +101,8 @@ class PullFeed:
         self.expires = expires
         self.budget = budget
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._leader_elected = CONSUMER_LEADER_ELECTED.format(stream=stream, consumer=consumer)
+        self._advisories: Subscription | None = None
         self._request_size = min(batch, REQUEST_SIZE)
         self._expires_ns = int(expires * 1e9)
         self._buffer: deque[Msg] = deque()
@@ -133,6 +137,17 @@ class PullFeed:
     async def start(self) -> None:
         self._inbox = self.nc.new_inbox()
         self._subscription = await self.nc.subscribe(self._inbox, cb=self._on_message)
+        self._advisories = await self.nc.subscribe(self._leader_elected, cb=self._on_leader_elected)
+
+    async def _on_leader_elected(self, _: Msg) -> None:
+        """The consumer has a new leader (on a cluster, after a node died): a request open on the
+        old one will never be answered, and need not be waited out."""
+        if self._owed > 0 and not self._closing:
+            log.info("the consumer elected a new leader: asking it for messages")
+            self._owed = 0
+            self._ended.set()
+            self._quiet_until = 0.0
+            await self._ask()
 
     async def _on_message(self, message: Msg) -> None:
         headers = message.headers
@@ -243,12 +258,14 @@ class PullFeed:
             left = self._open_until - asyncio.get_running_loop().time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ended.wait(), max(0.0, left))
-        if self._subscription is not None:
+        for subscription in (self._subscription, self._advisories):
+            if subscription is None:
+                continue
             try:
-                await self._subscription.unsubscribe()
+                await subscription.unsubscribe()
             except Exception as error:  # the connection may be gone; redelivery covers the rest
                 log.debug("closing the pull inbox failed: %s", error)
-            self._subscription = None
+        self._subscription = self._advisories = None
         rest = list(self._buffer)
         self._buffer.clear()
         self._sizes.clear()

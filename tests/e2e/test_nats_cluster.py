@@ -15,16 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats.errors
-import nats.js.errors
 import orjson
 import pytest
-from nats.aio.client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.harness.nats_cluster import NatsCluster, RetryingPublisher, running_nats_cluster
 from service.events import Event, decode
 from tests.e2e.conftest import Service
-from tests.e2e.nats_cluster import NatsCluster, running_nats_cluster
 from tests.e2e.natsutil import (
     ask,
     check_counts_follow_the_ledger,
@@ -40,7 +37,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 EVENTS = 50_000
 RATE = 1_500.0  # events a second
 SESSIONS = 200
-IN_FLIGHT = 200  # publishes awaiting their PubAck at once
 
 
 def _events() -> list[dict[str, Any]]:
@@ -56,48 +52,6 @@ def _events() -> list[dict[str, Any]]:
     return out
 
 
-class Publisher:
-    """Publishes each event once with JetStream, paced, each with its Nats-Msg-Id; a publish
-    that fails (no stream leader for a while, a node gone) is tried again with the same id,
-    as a producer should, until it is acknowledged."""
-
-    def __init__(self, nc: Client) -> None:
-        self.js = nc.jetstream()
-        self.acknowledged = 0
-        self.retries = 0
-        self.window = asyncio.Semaphore(IN_FLIGHT)
-
-    async def _one(self, event: dict[str, Any]) -> None:
-        subject = f"connections.{event['sessionId']}.{event['type']}"
-        data = orjson.dumps(event)
-        try:
-            while True:
-                try:
-                    await self.js.publish(subject, data, timeout=2, headers={"Nats-Msg-Id": event["id"]})
-                    break
-                except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
-                    self.retries += 1
-                    await asyncio.sleep(0.1)
-        finally:
-            self.window.release()
-        self.acknowledged += 1
-
-    async def run(self, events: list[dict[str, Any]], progress: list[int]) -> None:
-        start = time.monotonic()
-        tasks: set[asyncio.Task[None]] = set()
-        for index, event in enumerate(events):
-            delay = start + index / RATE - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await self.window.acquire()
-            task = asyncio.create_task(self._one(event))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            progress[0] = index + 1
-        while tasks:
-            await asyncio.gather(*tasks)
-
-
 async def _not_ready_reasons(client: httpx.AsyncClient) -> dict[str, str]:
     """What /readyz says while it is not ready, within ten seconds of a node's death."""
     deadline = time.monotonic() + 10
@@ -108,11 +62,6 @@ async def _not_ready_reasons(client: httpx.AsyncClient) -> dict[str, str]:
             return reasons
         await asyncio.sleep(0.05)
     raise AssertionError("/readyz said ready all through the election")
-
-
-async def _when_published(progress: list[int], share: float) -> None:
-    while progress[0] < EVENTS * share:
-        await asyncio.sleep(0.05)
 
 
 def _metric(service: Service, name: str) -> float:
@@ -168,11 +117,10 @@ async def test_node_and_instance_deaths_lose_nothing_and_duplicate_nothing(
 async def _scenario(cluster: NatsCluster, services: list[Service]) -> None:
     nc = await cluster.connect()
     events = _events()
-    publisher = Publisher(nc)
-    progress = [0]
-    publishing = asyncio.create_task(publisher.run(list(events), progress))
+    publisher = RetryingPublisher(nc, RATE)
+    publishing = asyncio.create_task(publisher.run(list(events)))
 
-    await _when_published(progress, 0.2)
+    await publisher.until_published(EVENTS * 0.2)
     leader = await cluster.stream_leader(nc, "CONNECTIONS")
     cluster.node(leader).kill()
     # Meanwhile, an HTTP write waits for the election rather than fail, and readiness says why
@@ -184,9 +132,9 @@ async def _scenario(cluster: NatsCluster, services: list[Service]) -> None:
         reasons = await _not_ready_reasons(client)
         assert (await written).status_code == 202
     assert "streams" in reasons or "nats" in reasons, reasons
-    await _when_published(progress, 0.4)
+    await publisher.until_published(EVENTS * 0.4)
     cluster.node(leader).start()
-    await _when_published(progress, 0.6)
+    await publisher.until_published(EVENTS * 0.6)
     holder = await _relay_holder(services)
     holder.process.send_signal(signal.SIGKILL)
     holder.process.wait(10)

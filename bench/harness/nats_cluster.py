@@ -1,6 +1,7 @@
 """A three-node NATS cluster with JetStream on loopback, from the bundled nats-server: each node
 with its own name, store and ports, routes to every node, `sync_interval: always`. Nodes can be
-killed (SIGKILL) and started again on the same store."""
+killed (SIGKILL) and started again on the same store. And a publisher that rides out the
+elections as a producer on a cluster should."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nats
+import nats.errors
+import orjson
 from nats.aio.client import Client
 
+from bench.harness.nats_server import free_port, wait_for_port
 from service.nats.embedded import find_binary
-from tests.e2e.conftest import free_port, wait_for_port
 
 CLUSTER_NAME = "ledger-test"
 
@@ -76,9 +80,9 @@ class NatsCluster:
             servers=[n.url for n in self.nodes], max_reconnect_attempts=-1, reconnect_time_wait=0.2
         )
 
-    async def wait_until_ready(self, timeout: float = 30) -> None:
+    async def wait_until_ready(self, within: float = 30) -> None:
         """Every node up and JetStream's meta group with a leader."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             nc = await self.connect()
             try:
@@ -91,8 +95,8 @@ class NatsCluster:
             finally:
                 await nc.close()
 
-    async def stream_leader(self, nc: Client, stream: str, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
+    async def stream_leader(self, nc: Client, stream: str, within: float = 30) -> str:
+        deadline = time.monotonic() + within
         while True:
             try:
                 info = await nc.jetstream().stream_info(stream)
@@ -140,3 +144,51 @@ def running_nats_cluster(folder: Path, size: int = 3) -> Iterator[NatsCluster]:
     finally:
         for node in nodes:
             node.stop()
+
+
+class RetryingPublisher:
+    """Publishes events with JetStream at a steady rate, each with its Nats-Msg-Id (its event
+    id); a publish that fails (no stream leader for a while, a node gone) is tried again with
+    the same id until it is acknowledged, as a producer on a cluster should."""
+
+    def __init__(self, nc: Client, rate: float, in_flight: int = 200) -> None:
+        self.js = nc.jetstream()
+        self.rate = rate
+        self.window = asyncio.Semaphore(in_flight)
+        self.acknowledged = 0
+        self.retries = 0
+        self.published = 0  # started so far
+
+    async def _one(self, event: dict[str, Any]) -> None:
+        subject = f"connections.{event['sessionId']}.{event['type']}"
+        data = orjson.dumps(event)
+        try:
+            while True:
+                try:
+                    await self.js.publish(subject, data, timeout=2, headers={"Nats-Msg-Id": event["id"]})
+                    break
+                except (nats.errors.Error, TimeoutError):
+                    self.retries += 1
+                    await asyncio.sleep(0.1)
+        finally:
+            self.window.release()
+        self.acknowledged += 1
+
+    async def run(self, events: list[dict[str, Any]]) -> None:
+        start = time.monotonic()
+        tasks: set[asyncio.Task[None]] = set()
+        for index, event in enumerate(events):
+            delay = start + index / self.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self.window.acquire()
+            task = asyncio.create_task(self._one(event))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            self.published = index + 1
+        while tasks:
+            await asyncio.gather(*tasks)
+
+    async def until_published(self, count: float) -> None:
+        while self.published < count:  # noqa: ASYNC110 - the count moves with every publish
+            await asyncio.sleep(0.02)

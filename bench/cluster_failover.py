@@ -215,36 +215,20 @@ async def _run(args: argparse.Namespace) -> None:
                             )
             say(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in figures.items()))
         median = {k: statistics.median(v) for k, v in figures.items()}
+        rows = [
+            ("node death -> first append of a new event", "death", "{:.2f} s"),
+            ("  (baseline: node death -> new stream leader seen)", "elected", "{:.2f} s"),
+            ("relay lease holder killed -> first record from the other", "failover", "{:.2f} s"),
+            ("ingest, one instance (baseline)", "one", "{:,.0f} ev/s"),
+            ("ingest, two instances", "two", "{:,.0f} ev/s"),
+        ]
         table(
             ["figure", "median", "runs"],
             [
-                [
-                    "node death -> first append of a new event",
-                    f"{median['death']:.2f} s",
-                    " ".join(f"{v:.2f}" for v in figures["death"]),
-                ],
-                [
-                    "  (baseline: node death -> new stream leader seen)",
-                    f"{median['elected']:.2f} s",
-                    " ".join(f"{v:.2f}" for v in figures["elected"]),
-                ],
-                [
-                    "relay lease holder killed -> first record from the other",
-                    f"{median['failover']:.2f} s",
-                    " ".join(f"{v:.2f}" for v in figures["failover"]),
-                ],
-                [
-                    "ingest, one instance (baseline)",
-                    f"{median['one']:,.0f} ev/s",
-                    " ".join(f"{v:,.0f}" for v in figures["one"]),
-                ],
-                [
-                    "ingest, two instances",
-                    f"{median['two']:,.0f} ev/s",
-                    " ".join(f"{v:,.0f}" for v in figures["two"]),
-                ],
-                ["two / one", f"{median['two'] / median['one']:.2f}x", ""],
-            ],
+                [label, shape.format(median[key]), " ".join(shape.split()[0].format(v) for v in figures[key])]
+                for label, key, shape in rows
+            ]
+            + [["two / one", f"{median['two'] / median['one']:.2f}x", ""]],
             right=[1],
         )
 

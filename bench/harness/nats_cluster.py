@@ -22,6 +22,7 @@ from nats.aio.client import Client
 
 from bench.harness.nats_server import free_port, wait_for_port
 from service.nats.embedded import find_binary
+from service.nats.intake_publisher import content_id
 
 CLUSTER_NAME = "ledger-test"
 
@@ -147,9 +148,10 @@ def running_nats_cluster(folder: Path, size: int = 3) -> Iterator[NatsCluster]:
 
 
 class RetryingPublisher:
-    """Publishes events with JetStream at a steady rate, each with its Nats-Msg-Id (its event
-    id); a publish that fails (no stream leader for a while, a node gone) is tried again with
-    the same id until it is acknowledged, as a producer on a cluster should."""
+    """Publishes events with JetStream at a steady rate, each with a Nats-Msg-Id made from its
+    bytes (as the HTTP edge does); a publish that fails (no stream leader for a while, a node
+    gone) is tried again with the same id until it is acknowledged, as a producer on a cluster
+    should."""
 
     def __init__(self, nc: Client, rate: float, in_flight: int = 200) -> None:
         self.js = nc.jetstream()
@@ -165,7 +167,8 @@ class RetryingPublisher:
         try:
             while True:
                 try:
-                    await self.js.publish(subject, data, timeout=2, headers={"Nats-Msg-Id": event["id"]})
+                    # The id of the bytes, not of the event: see docs/nats.md.
+                    await self.js.publish(subject, data, timeout=2, headers={"Nats-Msg-Id": content_id(data)})
                     break
                 except (nats.errors.Error, TimeoutError):
                     self.retries += 1

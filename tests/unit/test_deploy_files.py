@@ -242,3 +242,17 @@ def test_the_nats_chart_values_make_a_three_node_jetstream_cluster_on_file_stora
     assert jetstream["merge"]["sync_interval"] == "always"
     config = _kind("ConfigMap")["data"]
     assert config["LEDGER_STREAM_REPLICAS"] == str(values["cluster"]["replicas"])
+
+
+def test_every_path_the_deploy_files_probe_is_a_route_of_the_app() -> None:
+    from service.http.openapi import openapi_document
+
+    routes = set(openapi_document()["paths"])
+    container = _kind("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    probed = {
+        container[probe]["httpGet"]["path"] for probe in ("readinessProbe", "livenessProbe", "startupProbe")
+    }
+    probed |= {endpoint["path"] for endpoint in _kind("ServiceMonitor")["spec"]["endpoints"]}
+    probed |= set(re.findall(r"/[a-z]+z\b", read_dockerfile().stages[-1].arguments("HEALTHCHECK")[0]))
+    assert probed == {"/readyz", "/healthz", "/metrics"}
+    assert probed <= routes, probed - routes

@@ -31,7 +31,7 @@ from service.ledger.model import Rejected
 from service.ledger.store import now_ms
 from service.pipeline.batches import Pipeline, Prepared
 from service.pipeline.decode_ahead import CommitBehind
-from service.pipeline.outcomes import BatchResult, Deferred
+from service.pipeline.outcomes import BatchResult, Deferred, Tally
 from service.subjects import HEADER_IMPORT_LINE, HEADER_IMPORT_SOURCE
 
 __all__ = ["DEFAULT_BATCH_SIZE", "MAX_BATCH_SIZE", "ImportReport", "import_stream", "open_input"]
@@ -56,30 +56,21 @@ SLICE: Final = 500
 
 @dataclass(slots=True)
 class ImportReport:
-    appended: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    ignored: int = 0
+    total: Tally = field(default_factory=Tally)
     rejected_lines: list[tuple[int, Rejected]] = field(default_factory=list)
 
+    @property
+    def rejected(self) -> int:
+        return self.total.rejected
+
     def add(self, result: BatchResult, line_numbers: list[int]) -> None:
-        tally = result.tally()
-        self.appended += tally.appended
-        self.duplicates += tally.duplicates
-        self.rejected += tally.rejected
-        self.ignored += tally.ignored
-        if tally.rejected and len(self.rejected_lines) < MAX_REPORTED:
-            for line, outcome in zip(line_numbers, result.outcomes, strict=True):
-                if isinstance(outcome, Rejected) and len(self.rejected_lines) < MAX_REPORTED:
-                    self.rejected_lines.append((line, outcome))
+        for line, outcome in zip(line_numbers, result.outcomes, strict=True):
+            self.total.add(outcome)
+            if isinstance(outcome, Rejected) and len(self.rejected_lines) < MAX_REPORTED:
+                self.rejected_lines.append((line, outcome))
 
     def summary(self) -> dict[str, int]:
-        return {
-            "appended": self.appended,
-            "duplicates": self.duplicates,
-            "rejected": self.rejected,
-            "ignored": self.ignored,
-        }
+        return self.total.summary()
 
 
 class _Lines:

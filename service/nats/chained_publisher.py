@@ -296,9 +296,11 @@ class AckedPublisher:
                     await asyncio.wait_for(asyncio.shield(self._done), min(remaining, WATCH_SECONDS))
                     break
                 except TimeoutError:
-                    if nc.stats["reconnects"] != reconnects:
+                    # Replies to what was written before a disconnect never come: no need to
+                    # wait them out (nor to hold a draining relay up for them).
+                    if not nc.is_connected or nc.stats["reconnects"] != reconnects:
                         raise StreamUnavailable(
-                            "the NATS connection was re-established while a batch was in flight", stored=0
+                            "the NATS connection was lost while a batch was in flight", stored=0
                         ) from None
         finally:
             self._done = None

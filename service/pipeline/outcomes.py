@@ -57,6 +57,15 @@ class Tally:
     def rejected(self) -> int:
         return sum(self.rejected_by_code.values())
 
+    def summary(self) -> dict[str, int]:
+        """The four counts as `connledger import` reports them."""
+        return {
+            "appended": self.appended,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "ignored": self.ignored,
+        }
+
     def add(self, outcome: Outcome) -> None:
         if isinstance(outcome, Appended):
             self.appended += 1

@@ -18,7 +18,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import schemas
-from service.asyncapi import asyncapi_document
 from service.commit_signal import CommitSignal
 from service.errors import ErrorCode, TransientError
 from service.events import MAX_POSITION, is_session_id
@@ -57,6 +56,9 @@ class HttpContext:
     counts: LiveCounts
     publisher: Forwarder | None
     ready: Callable[[], Awaitable[dict[str, bool]]]
+    # The AsyncAPI document of the NATS interface, from the composition root (the NATS edge
+    # generates it; this edge does not import that one). None: not served here.
+    asyncapi: Callable[[], dict[str, Any]] | None = None
 
 
 # Query parameters that name positions and counts of records: beyond a 64-bit integer, no
@@ -291,7 +293,9 @@ def create_app(context: HttpContext) -> FastAPI:
 
     @app.get("/docs/asyncapi", tags=["operations"], summary="The AsyncAPI 3.0 document of the NATS interface")
     async def asyncapi() -> Response:
-        return _json(asyncapi_document(settings))
+        if context.asyncapi is None:
+            raise HttpRejection(404, ErrorCode.NOT_FOUND, "no NATS interface is served here", None)
+        return _json(context.asyncapi())
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def metrics() -> Response:

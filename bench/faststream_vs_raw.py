@@ -108,11 +108,16 @@ async def client(url: str) -> AsyncIterator[Client]:
         await nc.close()
 
 
-async def fill(nc: Client, stream: str, subject: str, messages: int) -> None:
+async def fresh_stream(nc: Client, stream: str, subject: str) -> None:
     js = nc.jetstream()
     with contextlib.suppress(Exception):
         await js.delete_stream(stream)
     await js.add_stream(StreamConfig(name=stream, subjects=[subject + ".>"]))
+
+
+async def fill(nc: Client, stream: str, subject: str, messages: int) -> None:
+    js = nc.jetstream()
+    await fresh_stream(nc, stream, subject)
     for start in range(0, messages, 5000):
         futures = [
             await js.publish_async(f"{subject}.s{n % 100}.connectionCreated", BODY)
@@ -188,10 +193,7 @@ def _records(messages: int) -> list[tuple[str, bytes, str]]:
 
 async def publish_raw(url: str, messages: int) -> float:
     async with client(url) as nc:
-        js = nc.jetstream()
-        with contextlib.suppress(Exception):
-            await js.delete_stream("PUBRAW")
-        await js.add_stream(StreamConfig(name="PUBRAW", subjects=["rec.>"]))
+        await fresh_stream(nc, "PUBRAW", "rec")
         publisher = AckedPublisher(nc)
         await publisher.start()
         records = _records(messages)
@@ -200,16 +202,13 @@ async def publish_raw(url: str, messages: int) -> float:
             await publisher.publish(records[start : start + 2000], timeout=30)
         elapsed = time.perf_counter() - started
         await publisher.close()
-        await js.delete_stream("PUBRAW")
+        await nc.jetstream().delete_stream("PUBRAW")
         return messages / elapsed
 
 
 async def publish_faststream(url: str, messages: int) -> float:
     async with client(url) as nc:
-        js = nc.jetstream()
-        with contextlib.suppress(Exception):
-            await js.delete_stream("PUBFS")
-        await js.add_stream(StreamConfig(name="PUBFS", subjects=["rec.>"]))
+        await fresh_stream(nc, "PUBFS", "rec")
     broker = NatsBroker(url, logger=None)
     await broker.start()
     records = _records(messages)

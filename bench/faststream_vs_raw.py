@@ -18,7 +18,8 @@ on one nats-server (JetStream, a temporary folder, a free port):
 3. count: --requests requests, one at a time, then --requests with 100 in flight, answered
    with a constant count. Raw: a nats-py subscription whose callback answers; FastStream: the
    service's own count subscriber (declare_responders: queue group, decoder, typed body,
-   refusal middleware) over an answer that is a constant. p50/p99 ms and requests/s.
+   refusal middleware) over an answer that is a constant. p50/p99 ms and requests/s. And, as
+   the service serves it: that subscriber with plain requests answered inline (InlineCount).
 
 Each figure is the median of --repeat runs; the ratios are raw / FastStream (above 1: raw is
 faster). Progress on stderr, the table on stdout.
@@ -51,7 +52,7 @@ from service.nats.acks import ack_all
 from service.nats.chained_publisher import AckedPublisher
 from service.nats.embedded import find_binary
 from service.nats.pull_feed import ByteBudget, PullFeed
-from service.nats.responders import ReplayRequest, SessionQuery, declare_responders
+from service.nats.responders import InlineCount, ReplayRequest, SessionQuery, declare_responders
 
 BODY = orjson.dumps(
     {
@@ -172,7 +173,7 @@ async def pull_faststream(url: str, messages: int, batch: int) -> float:
         durable="fs",
         pull_sub=PullSub(batch_size=batch, batch=True, timeout=0.5),
     )
-    async def handle(bodies: list[bytes]) -> None:
+    async def handle(bodies: list[Any]) -> None:
         nonlocal seen
         seen += len(bodies)
         if seen >= messages:
@@ -269,9 +270,19 @@ async def count_raw(url: str, requests: int) -> tuple[float, float, float]:
         return await _ask(url, requests)
 
 
-async def count_faststream(url: str, requests: int) -> tuple[float, float, float]:
+class ConstantCounts:
+    def count_now(self, session_id: str) -> dict[str, Any]:
+        return {"sessionId": session_id, "count": 3, "position": 42}
+
+
+async def count_faststream(url: str, requests: int, inline: bool = False) -> tuple[float, float, float]:
+    """The service's count subscriber; with `inline`, as the service serves it: plain requests
+    answered in the subscription's callback (InlineCount)."""
     broker = NatsBroker(url, logger=None)
-    declare_responders(broker, Constant())
+    count = declare_responders(broker, Constant())
+    if inline:
+        await broker.connect()
+        await InlineCount(count, ConstantCounts()).install(broker.connection)  # type: ignore[arg-type]
     await broker.start()
     await broker.connection.flush()
     try:
@@ -302,6 +313,8 @@ async def main(args: argparse.Namespace) -> None:
         raw_count = await median(r, lambda: count_raw(url, args.requests))
         say("count: FastStream ...")
         fs_count = await median(r, lambda: count_faststream(url, args.requests))
+        say("count: FastStream subscriber with the inline path ...")
+        inline_count = await median(r, lambda: count_faststream(url, args.requests, inline=True))
     print(f"\n$ {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"{os.cpu_count()} cores; medians of {r} run(s)")
     print(f"{'path':<34}{'raw nats-py':>16}{'FastStream':>16}{'raw / FastStream':>20}")
@@ -316,6 +329,10 @@ async def main(args: argparse.Namespace) -> None:
         ratio = raw / fast if higher_is_better else fast / raw
         print(f"{name:<34}{raw:>16,.2f}{fast:>16,.2f}{ratio:>19.2f}x")
     print("(ratio above 1: raw nats-py is faster; for latencies, FastStream's / raw's)")
+    print(
+        "count as served (FastStream subscriber, plain requests inline): one at a time p50 "
+        f"{inline_count[0]:.2f} / p99 {inline_count[1]:.2f} ms; 100 in flight {inline_count[2]:,.0f} req/s"
+    )
 
 
 if __name__ == "__main__":

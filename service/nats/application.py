@@ -38,7 +38,7 @@ from service import schemas
 from service.errors import RejectCode
 from service.nats.connect import CALLBACKS, broker_security, probe, servers
 from service.nats.head import follow_heads
-from service.nats.responders import DRAIN_SECONDS, Answering, declare_responders
+from service.nats.responders import DRAIN_SECONDS, Answering, InlineCount, Responders, declare_responders
 from service.nats.streams import ensure_streams
 from service.settings import Settings
 from service.subjects import (
@@ -196,6 +196,7 @@ class NatsEdge:
             description=DESCRIPTION,
         )
         self._on_head: Callable[[int], None] | None = None
+        self._inline: InlineCount | None = None
         self.app = FastStream(
             self.queries,
             logger=None,
@@ -207,7 +208,10 @@ class NatsEdge:
             self.answer_with(answering)
 
     def answer_with(self, answering: Answering) -> None:
-        declare_responders(self.queries, answering)
+        count = declare_responders(self.queries, answering)
+        if isinstance(answering, Responders):
+            # Plain counts answered in the subscription's callback (responders.py says why).
+            self._inline = InlineCount(count, answering.counts)
 
     def document(self) -> dict[str, Any]:
         """The AsyncAPI document FastStream generates from the brokers' declarations."""
@@ -227,6 +231,10 @@ class NatsEdge:
         # Streams exist, with their limits, before anyone is told "ready": an early JetStream
         # publish would otherwise find no stream to take it.
         await ensure_streams(self.stream.connection, self.settings)
+        if self._inline is not None:
+            # Before the app starts the broker's subscribers: the count subscriber keeps it.
+            await self.queries.connect()
+            await self._inline.install(self.queries.connection)
 
     async def _listen_and_flush(self) -> None:
         if self._on_head is not None:

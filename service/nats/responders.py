@@ -306,13 +306,16 @@ class InlineCount:
 
     A plain count request (no options) is answered from memory: the answer is ready, and
     FastStream's way through a request (its middlewares, parser, decoder, validation and
-    response publisher, in a task of its own) costs many times the answer: measured with
-    bench/faststream_vs_raw.py, a count subscriber through FastStream answered 2,800 requests/s
-    with 100 in flight (p50 0.52 ms one at a time), a nats-py callback 23,000 requests/s (p50
-    0.30 ms); under ingest at 1,000 requests/s (bench/ingest_nats.py, phase queries) the count's
-    p99 went from 101-116 ms to 537-1,034 ms. Anything else (minPosition, a bad subject or
-    body, counts not loaded) goes to the FastStream subscriber, as the subscription's messages
-    would: `consume`, in a task of its own, at most MAX_IN_FLIGHT at once.
+    response publisher, in a task of its own) costs many times the answer. Measured, medians of
+    3 runs of `.venv/bin/python bench/faststream_vs_raw.py --messages 30000 --requests 3000
+    --repeat 3`: FastStream's count subscriber answered 2,500 requests/s with 100 in flight
+    (p50 0.56 ms one at a time), a nats-py callback 16,500 (p50 0.23 ms), this subscriber with
+    plain requests inline 14,700 (p50 0.38 ms). Under ingest at 1,000 count requests/s
+    (bench/ingest_nats.py, phase queries) the count's p99 was 537-1,034 ms through FastStream
+    alone (its decoder then a plain function, which FastStream runs in a worker thread), 3.6-7.2
+    ms with the inline path. Anything else (minPosition, a bad subject or body, counts not
+    loaded) goes to the FastStream subscriber, as the subscription's messages would: `consume`,
+    in a task of its own, at most MAX_IN_FLIGHT at once.
 
     The subscription is made on the queries broker's own connection before the broker starts
     its subscribers, and set as the count subscriber's `subscription`, which FastStream then

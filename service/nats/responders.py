@@ -311,9 +311,10 @@ class InlineCount:
     --repeat 3`: FastStream's count subscriber answered 2,500 requests/s with 100 in flight
     (p50 0.56 ms one at a time), a nats-py callback 16,500 (p50 0.23 ms), this subscriber with
     plain requests inline 14,700 (p50 0.38 ms). Under ingest at 1,000 count requests/s
-    (bench/ingest_nats.py, phase queries) the count's p99 was 537-1,034 ms through FastStream
-    alone (its decoder then a plain function, which FastStream runs in a worker thread), 3.6-7.2
-    ms with the inline path. Anything else (minPosition, a bad subject or body, counts not
+    (bench/ingest_nats.py, phase queries; both backends, a shared and noisy machine) the count's
+    p99 was 537-1,034 ms through FastStream alone (its decoder then a plain function, which
+    FastStream runs in a worker thread), 3.6-31 ms with the inline path over six runs, and
+    8.9-116 ms for the service before FastStream in six runs alternating with them. Anything else (minPosition, a bad subject or body, counts not
     loaded) goes to the FastStream subscriber, as the subscription's messages would: `consume`,
     in a task of its own, at most MAX_IN_FLIGHT at once.
 

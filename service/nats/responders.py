@@ -314,9 +314,10 @@ class InlineCount:
     (bench/ingest_nats.py, phase queries; both backends, a shared and noisy machine) the count's
     p99 was 537-1,034 ms through FastStream alone (its decoder then a plain function, which
     FastStream runs in a worker thread), 3.6-31 ms with the inline path over six runs, and
-    8.9-116 ms for the service before FastStream in six runs alternating with them. Anything else (minPosition, a bad subject or body, counts not
-    loaded) goes to the FastStream subscriber, as the subscription's messages would: `consume`,
-    in a task of its own, at most MAX_IN_FLIGHT at once.
+    8.9-116 ms for the service before FastStream in six runs alternating with them. Anything
+    else (minPosition, a bad subject or body, counts not loaded) goes to the FastStream
+    subscriber, as the subscription's messages would: `consume`, in a task of its own, at most
+    MAX_IN_FLIGHT at once.
 
     The subscription is made on the queries broker's own connection before the broker starts
     its subscribers, and set as the count subscriber's `subscription`, which FastStream then

@@ -5,7 +5,6 @@ SIGTERM or SIGINT, and drains: the batch in hand is committed and acknowledged b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from typing import Any
@@ -14,20 +13,18 @@ from service.app.bootstrap import follow_counts, open_ledger
 from service.app.process_tuning import settle_for_serving
 from service.app.relay_child import RelayProcess
 from service.app.sampled_gauges import sample_forever
-from service.asyncapi import asyncapi_document
 from service.commit_signal import CommitSignal
 from service.errors import ConfigurationError
 from service.http.app import create_app
 from service.http.context import HttpContext
 from service.http.server import HttpServer
-from service.nats.connect import connect
+from service.nats.application import NatsEdge
 from service.nats.embedded import EmbeddedNats
-from service.nats.head import follow_heads
 from service.nats.ingest import Ingestor
 from service.nats.intake_publisher import EventPublisher
 from service.nats.relay import Relay
 from service.nats.responders import Responders
-from service.nats.streams import ensure_streams, streams_problem
+from service.nats.streams import streams_problem
 from service.redact import mask_nats_urls, mask_url
 from service.settings import Settings
 
@@ -55,7 +52,20 @@ async def serve(settings: Settings) -> int:
         url = await embedded.start()
     try:
         async with open_ledger(settings) as ledger, follow_counts(ledger) as counts:
-            nc = await connect(settings, url)
+            # The NATS side is a FastStream application (service/nats/application.py): the
+            # queries broker serves the responders; the stream broker's connection carries
+            # ingest, the relay and the notices.
+            edge = NatsEdge(settings, url)
+            edge.answer_with(
+                Responders(edge.queries, ledger.queries, ledger.store, settings, counts, ledger.streaming)
+            )
+            # Connects both, makes sure of the streams, subscribes, flushes: ready to say "ready".
+            try:
+                await edge.start(on_head=counts.notice)
+            except BaseException:
+                await edge.stop()
+                raise
+            nc = edge.stream.connection
             committed = CommitSignal()
             ingestor = Ingestor(nc, ledger.pipeline, settings, committed)
             # The relay inline shares this process's CPU with ingest; as a child process it runs
@@ -71,20 +81,6 @@ async def serve(settings: Settings) -> int:
                 )
             elif settings.relay_mode == "process":
                 relay_process = RelayProcess(url, on_refused=refused.set, on_lease=lease_held.set)
-            # Queries get a connection of their own: on ingest's, a request would queue behind
-            # the stream's deliveries in the reader and its answer behind the acks in the writer.
-            queries_nc = await connect(settings, url, name="connection-ledger-queries")
-            responders = Responders(
-                queries_nc, ledger.queries, ledger.store, settings, counts, ledger.streaming
-            )
-            # Streams exist, with their limits, before anyone is told "ready": an early
-            # JetStream publish would otherwise find no stream to take it.
-            await ensure_streams(nc, settings)
-            await responders.start()
-            await follow_heads(nc, counts.notice)  # other instances' commits, at once
-            # Subscriptions are on the server before we say "ready".
-            await nc.flush()
-            await queries_nc.flush()
             ingest_task = asyncio.create_task(ingestor.run(), name="ingest")
 
             async def ready() -> dict[str, str | None]:
@@ -102,9 +98,7 @@ async def serve(settings: Settings) -> int:
                     "streams": await streams_problem(nc, settings) if connected else None,
                 }
 
-            context = HttpContext(
-                ledger, committed, counts, EventPublisher(nc), ready, lambda: asyncapi_document(settings)
-            )
+            context = HttpContext(ledger, committed, counts, EventPublisher(nc), ready, edge.document)
             http = HttpServer(create_app(context), settings)
             tasks = {
                 ingest_task,
@@ -160,16 +154,10 @@ async def serve(settings: Settings) -> int:
             _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
             for task in pending:
                 task.cancel()
-            with contextlib.suppress(Exception):
-                await responders.stop()
-            # Acks are already sent; flush them out and close. (The server may have been
-            # stopped along with us: then there is nothing left to flush.)
-            with contextlib.suppress(Exception):
-                await nc.flush(timeout=2)
-            with contextlib.suppress(Exception):
-                await nc.close()
-            with contextlib.suppress(Exception):
-                await queries_nc.close()
+            # Requests in hand are answered; the acks, already queued, are flushed out; both
+            # connections close. (The server may have been stopped along with us: then there
+            # is nothing left to flush.)
+            await edge.stop()
             return 1 if failed else 0
     finally:
         if embedded is not None:

@@ -15,10 +15,10 @@ __all__ = ["asyncapi", "openapi", "settings_doc"]
 @click.command()
 def asyncapi() -> None:
     """Print the AsyncAPI 3.0 document of the NATS interface (docs/asyncapi.json)."""
-    from service.asyncapi import asyncapi_document
+    from service.nats.application import asyncapi_document
 
     document = asyncapi_document(load_settings())
-    sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
 
 
 @click.command()

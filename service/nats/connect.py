@@ -1,4 +1,6 @@
-"""Connecting to NATS with the configured authentication and TLS."""
+"""Connecting to NATS with the configured authentication and TLS: a nats-py client (`connect`,
+for the relay's own process and the tools), or the options of the service's FastStream brokers
+(`broker_security`, `CALLBACKS`) after a `probe` that says plainly why a first connect fails."""
 
 from __future__ import annotations
 
@@ -8,13 +10,15 @@ from typing import Any
 
 import nats
 import nats.errors
+from faststream.nats import NatsSecurity
+from faststream.nats.security import NatsCredentials, NatsToken, NatsUserPassword
 from nats.aio.client import Client
 
 from service.errors import ConfigurationError
 from service.redact import mask_nats_urls, mask_secrets
 from service.settings import Settings
 
-__all__ = ["connect"]
+__all__ = ["CALLBACKS", "broker_security", "connect", "probe", "servers"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,18 @@ async def _on_disconnected() -> None:
 
 async def _on_reconnected() -> None:
     log.info("nats: reconnected")
+
+
+# Our one-line connection events, for nats-py's callbacks (a FastStream broker's included).
+CALLBACKS: dict[str, Any] = {
+    "error_cb": _on_error,
+    "disconnected_cb": _on_disconnected,
+    "reconnected_cb": _on_reconnected,
+}
+
+
+def servers(url: str) -> list[str]:
+    return [u.strip() for u in url.split(",") if u.strip()]
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext:
@@ -55,16 +71,14 @@ def _tls_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
-async def connect(settings: Settings, url: str, name: str = "connection-ledger") -> Client:
+def _options(settings: Settings, url: str, name: str) -> dict[str, Any]:
     options: dict[str, Any] = {
-        "servers": [u.strip() for u in url.split(",") if u.strip()],
+        "servers": servers(url),
         "name": name,
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
         "connect_timeout": 5,
-        "error_cb": _on_error,
-        "disconnected_cb": _on_disconnected,
-        "reconnected_cb": _on_reconnected,
+        **CALLBACKS,
     }
     if settings.nats_user:
         options["user"], options["password"] = settings.nats_user, settings.nats_password
@@ -74,10 +88,35 @@ async def connect(settings: Settings, url: str, name: str = "connection-ledger")
         options["user_credentials"] = str(settings.nats_creds)
     if settings.nats_tls_ca is not None or settings.nats_tls_cert is not None:
         options["tls"] = _tls_context(settings)
-    # nats-py retries a failing first connect forever, so a wrong URL or credential would hang
-    # silently: probe first with reconnects off. (Its server pool drops a server only after
-    # more than max_reconnect_attempts failures, and never when that is 0 or less: 1 means
-    # two tries, the second after reconnect_time_wait.)
+    return options
+
+
+def broker_security(settings: Settings) -> NatsSecurity | None:
+    """The settings' authentication and TLS as a FastStream broker takes them. A broker takes one
+    way to authenticate; a server asks for one, so when several are set the most specific
+    wins: a credentials file, then a token, then a user and password."""
+    tls = (
+        _tls_context(settings)
+        if settings.nats_tls_ca is not None or settings.nats_tls_cert is not None
+        else None
+    )
+    if settings.nats_creds is not None:
+        return NatsCredentials(str(settings.nats_creds), ssl_context=tls)
+    if settings.nats_token:
+        return NatsToken(settings.nats_token, ssl_context=tls)
+    if settings.nats_user:
+        return NatsUserPassword(settings.nats_user, settings.nats_password, ssl_context=tls)
+    return NatsSecurity(ssl_context=tls) if tls is not None else None
+
+
+async def probe(settings: Settings, url: str) -> None:
+    """Connect once and close, or raise ConfigurationError saying why not (secrets masked).
+
+    nats-py retries a failing first connect forever, so a wrong URL or credential would hang
+    silently: this probes with reconnects off. (Its server pool drops a server only after
+    more than max_reconnect_attempts failures, and never when that is 0 or less: 1 means
+    two tries, the second after reconnect_time_wait.)"""
+    options = _options(settings, url, "connection-ledger-probe")
     quiet = {k: v for k, v in options.items() if not k.endswith("_cb")}
     failures: list[Exception] = []
 
@@ -85,11 +124,10 @@ async def connect(settings: Settings, url: str, name: str = "connection-ledger")
         failures.append(error)
 
     try:
-        probe = await nats.connect(
+        client = await nats.connect(
             **{**quiet, "max_reconnect_attempts": 1}, allow_reconnect=False, error_cb=remember
         )
-        await probe.close()
-        return await nats.connect(**options)
+        await client.close()
     except (OSError, nats.errors.Error) as error:
         # "No servers available" says less than why the last try failed.
         cause = failures[-1] if failures else error
@@ -97,4 +135,16 @@ async def connect(settings: Settings, url: str, name: str = "connection-ledger")
             f"LEDGER_NATS_URL: cannot connect to {mask_nats_urls(url)} ({type(cause).__name__}: "
             f"{mask_secrets(str(cause))}); check the URL and LEDGER_NATS_USER/PASSWORD/TOKEN/CREDS/"
             "TLS_* settings"
+        ) from error
+
+
+async def connect(settings: Settings, url: str, name: str = "connection-ledger") -> Client:
+    """A nats-py client, after a `probe`."""
+    await probe(settings, url)
+    try:
+        return await nats.connect(**_options(settings, url, name))
+    except (OSError, nats.errors.Error) as error:
+        raise ConfigurationError(
+            f"LEDGER_NATS_URL: cannot connect to {mask_nats_urls(url)} ({type(error).__name__}: "
+            f"{mask_secrets(str(error))})"
         ) from error

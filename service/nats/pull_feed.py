@@ -28,6 +28,14 @@ itself, on a plain subscription to an inbox of ours:
   so that a draining service acknowledges everything it was given and leaves nothing in flight.
 
 Acknowledgement is the caller's: each message's `ack()` after its commit, as before.
+
+Why raw nats-py and not FastStream's pull subscriber: ingest owns its acknowledgement (after the
+commit, in one write: acks.py) and its in-progress notices, which a FastStream handler would
+leave to the framework message by message; and it is faster. Over the stream broker's own
+connection (service/nats/application.py), this feed with `ack_all` took 106,600 messages/s where
+a FastStream pull subscriber (batch=True, batch_size 500, FastStream's acks) took 20,900, on the
+same server and messages, 5.1x (medians of 3 runs of
+`.venv/bin/python bench/faststream_vs_raw.py --messages 30000 --requests 3000 --repeat 3`).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""The checked-in AsyncAPI document is the one the code builds."""
+"""The checked-in AsyncAPI document is the one FastStream generates from the application."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from service.asyncapi import asyncapi_document
 from service.errors import RejectCode
+from service.nats.application import asyncapi_document
 from service.settings import Settings
 
 CHECKED_IN = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
@@ -21,7 +21,8 @@ def test_docs_asyncapi_json_matches_the_code() -> None:
 
 def test_the_document_names_every_subject_and_rejection_code() -> None:
     document = asyncapi_document(Settings())
-    addresses = {channel["address"] for channel in document["channels"].values()}
+    channels = document["channels"]
+    addresses = {channel["address"] for channel in channels.values()}
     assert addresses == {
         "connections.{sessionId}.{type}",
         "ledger.records.{sessionId}.{type}",
@@ -31,6 +32,31 @@ def test_the_document_names_every_subject_and_rejection_code() -> None:
         "ledger.sessions.{sessionId}.connections",
         "ledger.replay",
     }
-    codes = document["channels"]["rejected"]["parameters"]["code"]["enum"]
-    assert codes == [code.value for code in RejectCode]
+    assert all(code.value in channels["rejected"]["description"] for code in RejectCode)
     assert document["asyncapi"].startswith("3.")
+    # What each side does: the service receives events and requests, sends the rest.
+    actions = {name: operation["action"] for name, operation in document["operations"].items()}
+    assert actions == {
+        "events": "receive",
+        "count": "receive",
+        "connections": "receive",
+        "replay": "receive",
+        "records": "send",
+        "rejected": "send",
+        "head": "send",
+        "countAnswer": "send",
+        "connectionsAnswer": "send",
+        "replayRecords": "send",
+    }
+    # The request/reply subscribers answer in one queue group.
+    for name in ("count", "connections", "replay"):
+        assert channels[name]["bindings"]["nats"]["queue"] == "connection-ledger"
+
+
+def test_the_document_carries_the_bodies() -> None:
+    schemas = asyncapi_document(Settings())["components"]["schemas"]
+    assert set(schemas["SessionQuery"]["properties"]) == {"minPosition"}
+    assert set(schemas["ReplayRequest"]["properties"]) == {"after", "limit", "sessionId"}
+    events = schemas["events:Message:Payload"]["oneOf"]
+    assert [event["title"] for event in events] == ["NativeEvent", "VonageEvent"]
+    assert "position" in schemas["records:Message:Payload"]["properties"]

@@ -26,6 +26,18 @@ from service.platforms.escaping import escape_session_id, unescape_session_id
 from service.platforms.signatures import BadSignature
 
 KEY, SECRET = "APIkey123", "livekit-secret-of-at-least-32-bytes"
+# Every DisconnectReason LiveKit sends, and the native reason it becomes.
+LIVEKIT_REASONS = {
+    DisconnectReason.CLIENT_INITIATED: "clientDisconnected",
+    DisconnectReason.PARTICIPANT_REMOVED: "forceDisconnected",
+    DisconnectReason.DUPLICATE_IDENTITY: "forceDisconnected",
+    DisconnectReason.ROOM_DELETED: "forceDisconnected",
+    DisconnectReason.ROOM_CLOSED: "forceDisconnected",
+    DisconnectReason.SERVER_SHUTDOWN: "forceDisconnected",
+    DisconnectReason.SIGNAL_CLOSE: "networkDisconnected",
+    DisconnectReason.JOIN_FAILURE: "networkDisconnected",
+    DisconnectReason.UNKNOWN_REASON: "networkDisconnected",
+}
 
 
 # Escaping ------------------------------------------------------------------------------------
@@ -144,18 +156,7 @@ def test_livekit_join_and_leaves() -> None:
         "EV_x1", EventType.CREATED, "Sala~20de~20reuni~C3~B3n", 1_732_700_000_000, "PA_abc",
         1_732_699_990_123, "name=Ana", None, Source.LIVEKIT,
     )  # fmt: skip
-    expected = {
-        DisconnectReason.CLIENT_INITIATED: "clientDisconnected",
-        DisconnectReason.PARTICIPANT_REMOVED: "forceDisconnected",
-        DisconnectReason.DUPLICATE_IDENTITY: "forceDisconnected",
-        DisconnectReason.ROOM_DELETED: "forceDisconnected",
-        DisconnectReason.ROOM_CLOSED: "forceDisconnected",
-        DisconnectReason.SERVER_SHUTDOWN: "forceDisconnected",
-        DisconnectReason.SIGNAL_CLOSE: "networkDisconnected",
-        DisconnectReason.JOIN_FAILURE: "networkDisconnected",
-        DisconnectReason.UNKNOWN_REASON: "networkDisconnected",
-    }
-    for value, reason in expected.items():
+    for value, reason in LIVEKIT_REASONS.items():
         for kind in ("participant_left", "participant_connection_aborted"):
             left = native_event(livekit.to_native(livekit_body(kind, disconnect_reason=value)))
             assert (left.type, left.reason, left.source) == (EventType.DESTROYED, reason, Source.LIVEKIT)

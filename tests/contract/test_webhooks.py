@@ -9,6 +9,8 @@ import base64
 import datetime
 import hashlib
 import hmac
+import itertools
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
@@ -24,9 +26,11 @@ from twilio.request_validator import RequestValidator
 
 from service.app.bootstrap import follow_counts, open_ledger
 from service.commit_signal import CommitSignal
+from service.errors import ConfigurationError
 from service.http.app import HttpContext, create_app
 from service.pipeline.ledger_service import LedgerService
 from service.settings import Settings
+from service.simulation.webhook_traffic import webhook_requests
 from tests.contract.test_http import DirectPublisher, _asyncapi, _ready
 from tests.unit.test_platforms import LIVEKIT_REASONS
 
@@ -325,3 +329,27 @@ async def test_a_platform_without_its_secret_has_no_route(settings: Settings) ->
             for platform in ("livekit", "twilio", "agora"):
                 answer = await client.post(f"/v1/callbacks/{platform}", content=b"{}")
                 assert answer.status_code == 404, platform
+
+
+@pytest.mark.parametrize("platform", ["livekit", "twilio", "agora", "vonage"])
+async def test_simulated_traffic_of_each_platform_is_accepted(hooks_api: Api, platform: str) -> None:
+    """What `connledger simulate --platform` sends is signed as the service checks it."""
+    client, ledger, _ = hooks_api
+    requests = webhook_requests(
+        platform, ledger.settings, seed=3, sessions=4, epoch_ms=1_732_700_000_000, now=time.time
+    )
+    accepted = 0
+    for request in itertools.islice(requests, 300):
+        answer = await client.post(request.path, content=request.body, headers=request.headers)
+        assert answer.status_code in (200, 202), answer.text
+        accepted += answer.json()["accepted"]
+    found = await records(client)
+    assert 0 < len(found) < accepted  # some were retries, recorded once
+    assert {record["source"] for record in found} == {platform}
+    if platform != "vonage":  # Vonage's session ids are its own; other platforms' rooms have names
+        assert any("~" in record["sessionId"] for record in found)
+
+
+async def test_simulated_traffic_needs_the_platform_secret(settings: Settings) -> None:
+    with pytest.raises(ConfigurationError, match="LEDGER_AGORA_NCS_SECRET"):
+        next(webhook_requests("agora", settings, seed=1, sessions=1, epoch_ms=0, now=time.time))

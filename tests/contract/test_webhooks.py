@@ -311,6 +311,9 @@ async def test_agora_refusals_and_ignored_events(hooks_api: Api) -> None:
     no_channel = orjson.dumps({"noticeId": "n1", "eventType": 103, "payload": {"uid": 1, "ts": 1}})
     answer = await post_agora(client, no_channel)
     assert (answer.status_code, answer.json()["field"]) == (422, "payload.channelName")
+    # Signed, but past the 64 KiB of any event body.
+    large = await post_agora(client, agora_body(103, account="x" * 70_000))
+    assert (large.status_code, large.json()["error"]) == (413, "too_large")
     ignored = await post_agora(client, agora_body(101))
     assert (ignored.status_code, ignored.json()) == (200, {"accepted": 0})
     assert await metric(client, 'ledger_webhook_ignored_total{platform="agora"} 1.0')

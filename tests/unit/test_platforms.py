@@ -19,11 +19,12 @@ from livekit.protocol.models import DisconnectReason, ParticipantInfo, Room
 from livekit.protocol.webhook import WebhookEvent
 from twilio.request_validator import RequestValidator
 
-from service.errors import RejectCode, RejectedInput
+from service.errors import ConfigurationError, RejectCode, RejectedInput
 from service.events import Event, EventType, Ignored, Source, decode, is_session_id
 from service.platforms import agora, livekit, twilio
 from service.platforms.escaping import escape_session_id, unescape_session_id
 from service.platforms.signatures import BadSignature
+from service.settings import load_settings
 
 KEY, SECRET = "APIkey123", "livekit-secret-of-at-least-32-bytes"
 # Every DisconnectReason LiveKit sends, and the native reason it becomes.
@@ -368,3 +369,23 @@ def test_a_room_name_too_long_once_escaped_names_the_platform_field() -> None:
         agora.to_native(agora_body(103, channelName="é" * 100))
     assert caught.value.field == "payload.channelName"
     assert is_session_id(escape_session_id("é" * 42))
+
+
+# Settings ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"twilio_auth_token": "t"}, "LEDGER_PUBLIC_URL"),
+        ({"twilio_auth_token": "t", "public_url": "ledger.example.com"}, "LEDGER_PUBLIC_URL"),
+        ({"livekit_api_secret": "s"}, "LEDGER_LIVEKIT_API_KEY"),
+    ],
+)
+def test_a_platform_secret_without_what_it_needs_is_a_configuration_error(
+    given: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        load_settings(**given)
+    complete = load_settings(twilio_auth_token="t", public_url="https://ledger.example.com")
+    assert complete.public_url == "https://ledger.example.com"

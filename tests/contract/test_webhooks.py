@@ -237,6 +237,13 @@ async def test_twilio_refusals_and_ignored_events(hooks_api: Api) -> None:
     for answer in (wrong, tampered, unsigned):
         assert (answer.status_code, answer.json()["field"]) == (401, "X-Twilio-Signature")
     assert await metric(client, 'ledger_webhook_signature_failures_total{platform="twilio"} 3.0')
+    # Bytes that are not UTF-8 are no form Twilio signed; a signed form past 64 KiB is too large.
+    not_text = await client.post(
+        "/v1/callbacks/twilio", content=b"\xff\xfe=1", headers={"X-Twilio-Signature": "x"}
+    )
+    assert (not_text.status_code, not_text.json()["field"]) == (401, "X-Twilio-Signature")
+    large = await post_twilio(client, {**params, "ParticipantIdentity": "x" * 70_000})
+    assert (large.status_code, large.json()["error"]) == (413, "too_large")
     missing = {k: v for k, v in params.items() if k != "ParticipantSid"}
     answer = await post_twilio(client, missing)
     assert (answer.status_code, answer.json()["field"]) == (422, "ParticipantSid")

@@ -144,6 +144,18 @@ def test_livekit_refusals(case: str) -> None:
     assert caught.value.field == "Authorization"
 
 
+@given(st.text(max_size=300))
+def test_any_authorization_header_is_a_token_or_a_bad_signature(header: str) -> None:
+    with pytest.raises(BadSignature):
+        livekit.verify(header, b"{}", KEY, SECRET, time.time())
+
+
+@given(st.lists(st.text(max_size=40), min_size=3, max_size=3))
+def test_any_three_parts_are_a_token_or_a_bad_signature(parts: list[str]) -> None:
+    with pytest.raises(BadSignature):
+        livekit.verify(".".join(parts), b"{}", KEY, SECRET, time.time())
+
+
 def native_event(body: dict[str, Any] | Ignored) -> Event:
     assert isinstance(body, dict)
     event = decode(orjson.dumps(body))
@@ -232,6 +244,10 @@ def twilio_params(event: str = "participant-connected", **extra: str) -> dict[st
     return params
 
 
+def twilio_native(raw: bytes) -> dict[str, Any] | Ignored:
+    return twilio.to_native(raw, twilio.form(raw))
+
+
 def test_twilio_signature_matches_the_sdk() -> None:
     params = twilio_params()
     raw = urlencode(params).encode()
@@ -248,26 +264,20 @@ def test_twilio_signature_matches_the_sdk() -> None:
 
 
 def test_twilio_connect_and_disconnect() -> None:
-    connected = native_event(twilio.to_native(twilio.form(urlencode(twilio_params()).encode())))
+    connected = native_event(twilio_native(urlencode(twilio_params()).encode()))
     assert connected == Event(
         twilio.event_id("RM123", "PA456", "participant-connected"), EventType.CREATED,
         "Daily~20stand-up~20~7E~20team", 1_732_700_000_123,
         "PA456", 1_732_700_000_123, "ana", None, Source.TWILIO,
     )  # fmt: skip
     left = native_event(
-        twilio.to_native(
-            twilio.form(
-                urlencode(twilio_params("participant-disconnected", ParticipantDuration="60")).encode()
-            )
-        )
+        twilio_native(urlencode(twilio_params("participant-disconnected", ParticipantDuration="60")).encode())
     )
     assert (left.type, left.reason, left.vendor_reason) == (EventType.DESTROYED, "clientDisconnected", None)
     assert left.creation_time == left.timestamp - 60_000
     assert left.id != connected.id
     assert left.id.startswith("twilio:")
-    assert twilio.to_native(twilio.form(b"StatusCallbackEvent=room-created&RoomName=r")) == Ignored(
-        "room-created"
-    )
+    assert twilio_native(b"StatusCallbackEvent=room-created&RoomName=r") == Ignored("room-created")
 
 
 @pytest.mark.parametrize(
@@ -285,7 +295,7 @@ def test_twilio_bodies_that_twilio_does_not_send(drop: str, value: str | None, f
     else:
         params[drop] = value
     with pytest.raises(RejectedInput) as caught:
-        twilio.to_native(twilio.form(urlencode(params).encode()))
+        twilio_native(urlencode(params).encode())
     assert caught.value.field == field
 
 

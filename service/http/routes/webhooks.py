@@ -89,7 +89,7 @@ def include(routes: APIRouter, context: HttpContext, bodies: RequestBodies, publ
             url = base + request.url.path + (f"?{query}" if query else "")
             params = twilio.form(raw)  # the signature covers the parameters, so they come first
             twilio.verify(request.headers.get(twilio.SIGNATURE_HEADER), url, params, token)
-            return lambda: twilio.to_native(params)
+            return lambda: twilio.to_native(raw, params)
 
         platforms.append(
             ("twilio", read_twilio, 202, "application/x-www-form-urlencoded", "LEDGER_TWILIO_AUTH_TOKEN")

@@ -20,20 +20,26 @@ from service.errors import RejectCode, RejectedInput
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_ID_CHARS",
     "MAX_POSITION",
+    "MAX_VENDOR_REASON_CHARS",
     "NATIVE_REASONS",
     "Event",
     "EventType",
     "Ignored",
-    "SourceFormat",
+    "Source",
     "check_body_size",
     "decode",
+    "is_event_id",
     "is_session_id",
+    "json_object",
     "subject_tokens",
 ]
 
 MAX_BODY_BYTES: Final = 64 * 1024
 MAX_DATA_CHARS: Final = 1000
+MAX_ID_CHARS: Final = 128
+MAX_VENDOR_REASON_CHARS: Final = 256
 # Year 9999 in epoch milliseconds: larger numbers are not timestamps, and they must fit BIGINT.
 MAX_EPOCH_MS: Final = 253_402_300_799_999
 # The largest position (or sequence, or id) a query may name: the databases' 64-bit integer.
@@ -53,18 +59,30 @@ def is_session_id(value: str) -> bool:
     return _SESSION_RE.fullmatch(value) is not None
 
 
+def is_event_id(value: str) -> bool:
+    """Whether `value` is a valid event id."""
+    return 0 < len(value) <= MAX_ID_CHARS and _ID_FORBIDDEN.search(value) is None
+
+
 class EventType(StrEnum):
     CREATED = "connectionCreated"
     DESTROYED = "connectionDestroyed"
 
 
-class SourceFormat(StrEnum):
+class Source(StrEnum):
+    """Where an event came from: a producer's native body, or a platform's callback translated
+    at the edge (CONTRACT section 11). Stored in the ledger's `source_format` column."""
+
     NATIVE = "native"
     VONAGE = "vonage"
+    LIVEKIT = "livekit"
+    TWILIO = "twilio"
+    AGORA = "agora"
 
 
 NATIVE_REASONS: Final = frozenset({"clientDisconnected", "forceDisconnected", "networkDisconnected"})
 _TYPES: Final = {t.value: t for t in EventType}
+_SOURCES: Final = {s.value: s for s in Source}
 
 
 class Event(NamedTuple):
@@ -81,8 +99,10 @@ class Event(NamedTuple):
     creation_time: int
     data: str | None
     reason: str | None
-    source_format: SourceFormat = SourceFormat.NATIVE
+    source: Source = Source.NATIVE
     project_id: str | None = None
+    # The platform's own reason for a destroy, as it sent it (CONTRACT section 11).
+    vendor_reason: str | None = None
 
     def content(self) -> tuple[object, ...]:
         """What makes two events with one id the same event (key order and spacing aside)."""
@@ -95,6 +115,8 @@ class Event(NamedTuple):
             self.data,
             self.reason,
             self.project_id,
+            self.source.value,
+            self.vendor_reason,
         )
 
     def to_native(self) -> dict[str, Any]:
@@ -112,6 +134,10 @@ class Event(NamedTuple):
         }
         if self.reason is not None:
             body["reason"] = self.reason
+        if self.source is not Source.NATIVE:
+            body["source"] = self.source.value
+        if self.vendor_reason is not None:
+            body["vendorReason"] = self.vendor_reason
         return body
 
 
@@ -162,6 +188,23 @@ def _object(value: object, field: str) -> dict[str, Any]:
     return value
 
 
+def _source(value: object) -> Source:
+    if value is None:
+        return Source.NATIVE
+    found = _SOURCES.get(value) if type(value) is str else None
+    if found is None:
+        raise _invalid("source", "source must be native, vonage, livekit, twilio or agora")
+    return found
+
+
+def _vendor_reason(value: object, type_: EventType) -> str | None:
+    if value is None:
+        return None
+    if type_ is not EventType.DESTROYED:
+        raise _invalid("vendorReason", "vendorReason must be absent on connectionCreated")
+    return _text(value, "vendorReason", MAX_VENDOR_REASON_CHARS, required=False)
+
+
 def _decode_native(body: dict[str, Any], type_: EventType) -> Event:
     # The common case, a valid field, is recognised inline without a call per field; anything
     # else goes through the field's full check, which raises the error it always raised. The
@@ -196,6 +239,13 @@ def _decode_native(body: dict[str, Any], type_: EventType) -> Event:
             )
     elif reason is not None:
         raise _invalid("reason", "reason must be absent on connectionCreated")
+    # Both optional, and rare: looked up only when the body names them.
+    source = Source.NATIVE
+    vendor_reason = None
+    if "source" in body:
+        source = _source(body["source"])
+    if "vendorReason" in body:
+        vendor_reason = _vendor_reason(body["vendorReason"], type_)
     assert connection_id is not None
     # Every argument given, defaults included: filling in defaults costs a little more.
     return Event(
@@ -207,8 +257,9 @@ def _decode_native(body: dict[str, Any], type_: EventType) -> Event:
         creation_time,
         data,
         reason,
-        SourceFormat.NATIVE,
+        source,
         None,
+        vendor_reason,
     )
 
 
@@ -247,8 +298,9 @@ def _decode_vonage(body: dict[str, Any]) -> Event | Ignored:
         creation_time,
         data,
         reason,
-        SourceFormat.VONAGE,
+        Source.VONAGE,
         None if project is None else str(project),
+        None,
     )
 
 
@@ -272,12 +324,8 @@ def check_body_size(raw: bytes) -> None:
         )
 
 
-def decode(raw: bytes, subject: str | None = None, prefix: str = "connections") -> Event | Ignored:
-    """Decode one body in either format, checking the rules in the contract's order:
-    size, JSON, type, field rules, then agreement with the subject (when there is one).
-
-    Raises RejectedInput with the code of the first broken rule.
-    """
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A body's JSON object: size first, then JSON (malformed_json), then an object."""
     check_body_size(raw)
     try:
         body = orjson.loads(raw)
@@ -285,6 +333,16 @@ def decode(raw: bytes, subject: str | None = None, prefix: str = "connections") 
         raise RejectedInput(RejectCode.MALFORMED_JSON, f"the body is not valid JSON: {exc}") from None
     if type(body) is not dict:
         raise _invalid(None, "the body must be a JSON object")
+    return body
+
+
+def decode(raw: bytes, subject: str | None = None, prefix: str = "connections") -> Event | Ignored:
+    """Decode one body in either format, checking the rules in the contract's order:
+    size, JSON, type, field rules, then agreement with the subject (when there is one).
+
+    Raises RejectedInput with the code of the first broken rule.
+    """
+    body = json_object(raw)
 
     if "type" not in body and "event" in body:
         decoded = _decode_vonage(body)

@@ -23,6 +23,18 @@ class Metrics:
         self.ignored = Counter(
             "ledger_events_ignored_total", "Well-formed messages the ledger does not record", registry=r
         )
+        self.webhook_ignored = Counter(
+            "ledger_webhook_ignored_total",
+            "Platform webhooks accepted and not recorded: events that are not joins or leaves",
+            ["platform"],
+            registry=r,
+        )
+        self.webhook_signature_failures = Counter(
+            "ledger_webhook_signature_failures_total",
+            "Platform webhooks refused (401) for a missing or wrong signature",
+            ["platform"],
+            registry=r,
+        )
         self.deferred = Counter(
             "ledger_events_deferred_total",
             "Copies of new events handed back because another process was running their hooks",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.events import Source
+
 __all__ = [
     "CONNECTION",
     "CONNECTIONS_ANSWER",
@@ -14,6 +16,8 @@ __all__ = [
     "RECORD",
     "VONAGE_EVENT",
 ]
+
+SOURCES = tuple(source.value for source in Source)
 
 CONNECTION: dict[str, Any] = {
     "type": "object",
@@ -37,6 +41,15 @@ NATIVE_EVENT: dict[str, Any] = {
         "reason": {
             "enum": ["clientDisconnected", "forceDisconnected", "networkDisconnected"],
             "description": "on connectionDestroyed only",
+        },
+        "source": {
+            "enum": list(SOURCES),
+            "description": "where the event came from; native when absent",
+        },
+        "vendorReason": {
+            "type": ["string", "null"],
+            "maxLength": 256,
+            "description": "on connectionDestroyed only: the platform's own reason, as it sent it",
         },
     },
 }
@@ -77,6 +90,8 @@ RECORD: dict[str, Any] = {
         "recordedAt",
         "connection",
         "reason",
+        "source",
+        "vendorReason",
         "defaultPrevented",
         "preventedBy",
         "count",
@@ -91,6 +106,8 @@ RECORD: dict[str, Any] = {
         "recordedAt": {"type": "integer"},
         "connection": CONNECTION,
         "reason": {"type": ["string", "null"]},
+        "source": {"enum": list(SOURCES)},
+        "vendorReason": {"type": ["string", "null"]},
         "defaultPrevented": {"type": "boolean"},
         "preventedBy": {"type": ["string", "null"]},
         "count": {"type": "integer", "description": "the session's count right after this record"},

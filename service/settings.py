@@ -130,6 +130,29 @@ class Settings(BaseSettings):
         description="Host names HTTP answers to while LEDGER_HTTP_TOKEN is unset, comma-separated "
         "(* for any); IP addresses, localhost and LEDGER_HTTP_HOST always are",
     )
+    # Other platforms' webhooks (docs/webhooks.md): a platform whose secret is unset has no route.
+    livekit_api_key: str = Field(
+        "", description="LiveKit API key: the issuer of the tokens that sign LiveKit's webhooks"
+    )
+    livekit_api_secret: str = Field(
+        "",
+        description="LiveKit API secret; set (with LEDGER_LIVEKIT_API_KEY), POST /v1/callbacks/livekit "
+        "takes LiveKit's signed webhooks",
+    )
+    twilio_auth_token: str = Field(
+        "",
+        description="Twilio auth token; set (with LEDGER_PUBLIC_URL), POST /v1/callbacks/twilio takes "
+        "Twilio Video's signed status callbacks",
+    )
+    public_url: str = Field(
+        "",
+        description="The service's base URL as Twilio calls it (https://ledger.example.com): Twilio "
+        "signs this URL and the path",
+    )
+    agora_ncs_secret: str = Field(
+        "",
+        description="Agora NCS secret; set, POST /v1/callbacks/agora takes Agora's signed notifications",
+    )
     hooks: str | None = Field(
         None,
         description="Comma-separated hooks by dotted path (pkg.mod:fn) or entry-point name; "
@@ -206,6 +229,22 @@ class Settings(BaseSettings):
                 f"its subjects ({MESSAGE_OVERHEAD}); raise it to at least "
                 f"{4 * (self.stream_max_msg_size + MESSAGE_OVERHEAD)} or lower LEDGER_STREAM_MAX_MSG_SIZE"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _webhook_secrets_come_with_what_they_need(self) -> Settings:
+        if self.livekit_api_secret and not self.livekit_api_key:
+            raise ValueError(
+                "LEDGER_LIVEKIT_API_KEY is required with LEDGER_LIVEKIT_API_SECRET: LiveKit's tokens "
+                "name the key that signed them"
+            )
+        if self.twilio_auth_token and not self.public_url:
+            raise ValueError(
+                "LEDGER_PUBLIC_URL is required with LEDGER_TWILIO_AUTH_TOKEN: Twilio signs the URL it "
+                "calls, so the service must know its own public URL (https://ledger.example.com)"
+            )
+        if self.public_url and not self.public_url.startswith(("https://", "http://")):
+            raise ValueError(f"LEDGER_PUBLIC_URL: {self.public_url!r} is not an http(s) URL")
         return self
 
     @field_validator("ignore_data_pattern", mode="before")

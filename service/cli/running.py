@@ -49,41 +49,58 @@ def relay(watch_stdin: bool) -> None:
 @click.option(
     "--nats", "nats_url", default=None, help="NATS URL (default: LEDGER_NATS_URL, else var/nats.url)."
 )
+@click.option(
+    "--platform",
+    type=click.Choice(["livekit", "twilio", "agora", "vonage"]),
+    default=None,
+    help="Send this platform's signed webhooks over HTTP instead of native events over NATS "
+    "(signed with the LEDGER_* secrets the service has).",
+)
+@click.option(
+    "--url",
+    "http_url",
+    default=None,
+    help="The service's HTTP base URL for --platform (default: LEDGER_HTTP_HOST and LEDGER_HTTP_PORT).",
+)
 def simulate(
-    rate: float, sessions: int, duration: float | None, seed: int | None, nats_url: str | None
+    rate: float,
+    sessions: int,
+    duration: float | None,
+    seed: int | None,
+    nats_url: str | None,
+    platform: str | None,
+    http_url: str | None,
 ) -> None:
-    """Publish realistic connection traffic to a running service, to watch the dashboard move."""
+    """Send realistic connection traffic to a running service, to watch the dashboard move."""
     import time
 
     from service.redact import mask_nats_urls
-    from service.simulation.run import nats_url_for_simulation
+    from service.simulation.run import http_url_for_simulation, nats_url_for_simulation, simulate_webhooks
     from service.simulation.run import simulate as run_simulation
 
     settings = load_settings()
-    url = nats_url or nats_url_for_simulation(settings)
-    click.echo(
-        f"publishing about {rate:g} events/s over {sessions} sessions to {mask_nats_urls(url)}; Ctrl-C stops",
-        err=True,
-    )
+    chosen_seed = seed if seed is not None else int(time.time())
 
     def report(sent: int, elapsed: float) -> None:
         click.echo(f"\r{sent} events in {elapsed:.0f} s", nl=False, err=True)
 
+    if platform is not None:
+        url = http_url or http_url_for_simulation(settings)
+        what = f"{platform} webhooks"
+        traffic = simulate_webhooks(settings, url, platform, rate, sessions, duration, chosen_seed, report)
+    else:
+        url = nats_url or nats_url_for_simulation(settings)
+        what = "events"
+        traffic = run_simulation(settings, url, rate, sessions, duration, chosen_seed, report)
+    click.echo(
+        f"sending about {rate:g} {what}/s over {sessions} sessions to {mask_nats_urls(url)}; Ctrl-C stops",
+        err=True,
+    )
     try:
-        sent = run(
-            run_simulation(
-                settings,
-                url,
-                rate,
-                sessions,
-                duration,
-                seed if seed is not None else int(time.time()),
-                report,
-            )
-        )
+        sent = run(traffic)
     except KeyboardInterrupt:
         click.echo("\nstopped", err=True)
         return
     except ConfigurationError as error:
         raise SettingError(str(error)) from None
-    click.echo(f"\npublished {sent} events", err=True)
+    click.echo(f"\nsent {sent} {what}", err=True)

@@ -90,6 +90,18 @@ class CancelableEvent:
         return self._event.reason
 
     @property
+    def source(self) -> str:
+        """Where the event came from: native, vonage, livekit, twilio or agora."""
+        return self._event.source.value
+
+    @property
+    def vendor_reason(self) -> str | None:
+        """The platform's own reason for a destroy, as it sent it (None when it gave none)."""
+        return self._event.vendor_reason
+
+    vendorReason = vendor_reason  # noqa: N815
+
+    @property
     def event(self) -> Event:
         """The underlying immutable event."""
         return self._event

@@ -38,9 +38,13 @@ from service.http.intake import MAX_REQUEST_BYTES, HttpRejection
 from service.settings import Settings
 from service.streaming_readers import RETRY_AFTER_SECONDS
 
-__all__ = ["Guard", "RequestBodies"]
+__all__ = ["SIGNED_PATHS", "Guard", "RequestBodies"]
 
 _UNGUARDED = {"/healthz", "/readyz"}
+# Platforms' webhooks prove who sent them by their own signatures, checked by their routes: no
+# page can forge one, so neither the Host check nor the bearer token (which LiveKit's own
+# Authorization header would clash with) applies, and each takes its platform's media type.
+SIGNED_PATHS = frozenset({"/v1/callbacks/livekit", "/v1/callbacks/twilio", "/v1/callbacks/agora"})
 _BODILESS = {"GET", "HEAD", "OPTIONS", "DELETE"}
 
 
@@ -100,6 +104,8 @@ class Guard:
 
     def _refusal(self, method: str, path: str, headers: dict[bytes, bytes]) -> _Refusal | None:
         writes = method not in _BODILESS
+        if path in SIGNED_PATHS:
+            return self._length_refusal(headers)
         guarded = bool(self.token) and path not in _UNGUARDED and (writes or self.for_reads)
         if not guarded and path not in _UNGUARDED and not self._host_allowed(headers.get(b"host")):
             return _Refusal(
@@ -113,6 +119,22 @@ class Guard:
             return _Refusal(
                 401, ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <LEDGER_HTTP_TOKEN>", "Authorization"
             )
+        refusal = self._length_refusal(headers)
+        if refusal is not None:
+            return refusal
+        if writes and path not in _UNGUARDED:
+            media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if media_type != b"application/json":
+                return _Refusal(
+                    415,
+                    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                    "send the body as JSON, with Content-Type: application/json",
+                    "Content-Type",
+                )
+        return None
+
+    @staticmethod
+    def _length_refusal(headers: dict[bytes, bytes]) -> _Refusal | None:
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():  # bytes.isdigit: ASCII digits only
@@ -126,15 +148,6 @@ class Guard:
             if len(length) > len(str(MAX_REQUEST_BYTES)) or int(length) > MAX_REQUEST_BYTES:
                 return _Refusal(
                     413, RejectCode.TOO_LARGE, f"the request is larger than {MAX_REQUEST_BYTES} bytes", None
-                )
-        if writes and path not in _UNGUARDED:
-            media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-            if media_type != b"application/json":
-                return _Refusal(
-                    415,
-                    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                    "send the body as JSON, with Content-Type: application/json",
-                    "Content-Type",
                 )
         return None
 

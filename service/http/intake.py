@@ -4,6 +4,7 @@ request is accepted unless all of it is valid. Pure: no I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -11,7 +12,14 @@ import orjson
 from service.errors import RejectCode, RejectedInput
 from service.events import MAX_BODY_BYTES, Event, Ignored, check_body_size, decode
 
-__all__ = ["MAX_BATCH", "MAX_REQUEST_BYTES", "HttpRejection", "events_from_body", "vonage_from_body"]
+__all__ = [
+    "MAX_BATCH",
+    "MAX_REQUEST_BYTES",
+    "HttpRejection",
+    "events_from_body",
+    "translated",
+    "vonage_from_body",
+]
 
 MAX_BATCH = 1000
 # A full batch of maximal events, plus room for the array's own punctuation and spacing.
@@ -135,3 +143,19 @@ def vonage_from_body(raw: bytes) -> tuple[Event, bytes] | None:
     if isinstance(decoded, Ignored):
         return None
     return decoded, raw
+
+
+def translated(translate: Callable[[], dict[str, Any] | Ignored]) -> tuple[Event, bytes] | None:
+    """A platform's webhook as the native body to publish, checked by the native rules as any
+    producer's is; None for an event the ledger ignores. `translate` reads the platform's body
+    (service/platforms/) and raises RejectedInput naming the platform's field at fault."""
+    try:
+        native = translate()
+        if isinstance(native, Ignored):
+            return None
+        raw = orjson.dumps(native)
+        event = decode(raw)
+    except RejectedInput as error:
+        raise _rejection(error) from None
+    assert isinstance(event, Event)  # a native body is never a Vonage one
+    return event, raw

@@ -37,8 +37,16 @@ class _Absent:
 
 
 def openapi_document() -> dict[str, Any]:
-    # The defaults, not the environment: the document is the same wherever it is built.
-    settings = Settings.model_construct()
+    # The defaults, not the environment: the document is the same wherever it is built. Every
+    # platform's secret is set, so that the document shows each webhook route the service has
+    # when its platform is configured.
+    settings = Settings.model_construct(
+        livekit_api_key="key",
+        livekit_api_secret="secret",
+        twilio_auth_token="token",
+        public_url="https://ledger.example.com",
+        agora_ncs_secret="secret",
+    )
     ledger = LedgerService(
         settings=settings,
         store=cast(LedgerStore, _Absent("store")),

@@ -21,7 +21,7 @@ from typing import Final, Protocol
 import orjson
 
 from service.errors import RejectCode
-from service.events import Event, EventType, SourceFormat
+from service.events import Event, EventType, Source
 from service.inbound import message_key
 from service.ledger.model import (
     Appended,
@@ -51,7 +51,7 @@ CHECKPOINT = "connections"
 
 # (position, sequence, event_id, session_id, type, event_time, recorded_at, connection_id,
 #  creation_time, data, reason, default_prevented, prevented_by, hook_failures, source_format,
-#  project_id, count_after): the order of schema.LEDGER_COLUMNS.
+#  project_id, count_after, vendor_reason): the order of schema.LEDGER_COLUMNS.
 LedgerRow = tuple[
     int,
     int,
@@ -70,6 +70,7 @@ LedgerRow = tuple[
     str,
     str | None,
     int,
+    str | None,
 ]
 ConnectionKey = tuple[str, str]
 # (session_id, connection_id, live, creation_time, data, created_position, destroyed_position,
@@ -81,7 +82,7 @@ RejectionRow = tuple[int, str, str | None, str | None, bytes, str, str, str | No
 # `EventType.X.value` goes through the enum's descriptor machinery (a third of a microsecond a
 # call on 3.11); a dict lookup is a tenth of that, and rows must carry plain str, not the enum.
 _TYPE_VALUES: Final = {t: t.value for t in EventType}
-_FORMAT_VALUES: Final = {f: f.value for f in SourceFormat}
+_FORMAT_VALUES: Final = {f: f.value for f in Source}
 # Events folded between two hand-overs of ledger rows to the database (see `_Pipelined`).
 FOLD_CHUNK: Final = 4000
 
@@ -313,9 +314,10 @@ class _Fold:
                     prevented,
                     decision.prevented_by,
                     orjson.dumps([f.as_dict() for f in failures]).decode() if failures else None,
-                    format_values[event.source_format],
+                    format_values[event.source],
                     event.project_id,
                     count,
+                    event.vendor_reason,
                 )
             )
             append_outcome(Appended(position, sequence, count, prevented))

@@ -35,7 +35,8 @@ __all__ = [
 # The columns a record is built from, in this order.
 RECORD_COLUMNS = (
     "position, sequence, event_id, session_id, type, event_time, recorded_at, connection_id, "
-    "creation_time, data, reason, default_prevented, prevented_by, count_after"
+    "creation_time, data, reason, default_prevented, prevented_by, count_after, source_format, "
+    "vendor_reason"
 )
 REJECTED_COLUMNS = "id, received_at, source, subject, headers, raw, code, message, field"
 
@@ -46,7 +47,7 @@ SQLITE_RECORD_JSON = (
     "'sessionId', session_id, 'timestamp', event_time, 'recordedAt', recorded_at, "
     "'connection', json_object('connectionId', connection_id, 'creationTime', creation_time, "
     "'data', data), "
-    "'reason', reason, "
+    "'reason', reason, 'source', source_format, 'vendorReason', vendor_reason, "
     "'defaultPrevented', json(CASE WHEN default_prevented THEN 'true' ELSE 'false' END), "
     "'preventedBy', prevented_by, 'count', count_after)"
 )
@@ -68,6 +69,8 @@ POSTGRES_RECORD_JSON = (
     f""" || ',"connection":{{"connectionId":' || to_json(connection_id)"""
     f""" || ',"creationTime":' || creation_time || ',"data":' || {_pg_text("data")}"""
     f""" || '}},"reason":' || {_pg_text("reason")}"""
+    """ || ',"source":' || to_json(source_format)"""
+    f""" || ',"vendorReason":' || {_pg_text("vendor_reason")}"""
     """ || ',"defaultPrevented":' || CASE WHEN default_prevented THEN 'true' ELSE 'false' END"""
     f""" || ',"preventedBy":' || {_pg_text("prevented_by")}"""
     """ || ',"count":' || count_after || '}'"""
@@ -85,6 +88,8 @@ def record_to_dict(row: Sequence[Any]) -> dict[str, Any]:
         "recordedAt": row[6],
         "connection": {"connectionId": row[7], "creationTime": row[8], "data": row[9]},
         "reason": row[10],
+        "source": row[14],
+        "vendorReason": row[15],
         "defaultPrevented": bool(row[11]),
         "preventedBy": row[12],
         "count": row[13],

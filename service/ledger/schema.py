@@ -82,6 +82,9 @@ connection_ledger = Table(
     Column("source_format", String(16), nullable=False),
     Column("project_id", String(256), nullable=True),
     Column("count_after", BigInteger, nullable=False),
+    # The platform's own reason for a destroy (CONTRACT section 11); last, as migration 0005
+    # added it. The event's source is `source_format`: native, vonage, livekit, twilio, agora.
+    Column("vendor_reason", Text, nullable=True),
     UniqueConstraint("event_id", name="uq_connection_ledger_event_id"),
     UniqueConstraint("session_id", "sequence", name="uq_connection_ledger_session_sequence"),
 )

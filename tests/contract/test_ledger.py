@@ -91,6 +91,8 @@ async def test_appends_get_gap_free_positions_and_per_session_sequences(ledger: 
         "recordedAt": first["recordedAt"],
         "connection": {"connectionId": "a1", "creationTime": 1_732_699_990_000, "data": "name=Ana"},
         "reason": None,
+        "source": "native",
+        "vendorReason": None,
         "defaultPrevented": False,
         "preventedBy": None,
         "count": 1,

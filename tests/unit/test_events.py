@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from service.errors import RejectCode, RejectedInput
-from service.events import MAX_BODY_BYTES, Event, EventType, Ignored, SourceFormat, decode, vonage_event_id
+from service.events import MAX_BODY_BYTES, Event, EventType, Ignored, Source, decode, vonage_event_id
 from tests.helpers import CREATED, DESTROYED, body
 
 
@@ -194,7 +194,7 @@ def test_a_vonage_callback_gets_a_deterministic_id_and_keeps_its_reason() -> Non
     assert first.id == vonage_event_id(
         "2_MX40NTU0NjQ3Mn5-fg", "c3f1a2", "connectionDestroyed", 1_470_258_860_571
     )
-    assert first.source_format is SourceFormat.VONAGE
+    assert first.source is Source.VONAGE
     assert (first.connection_id, first.creation_time, first.data) == (
         "c3f1a2",
         1_470_257_688_143,
@@ -259,3 +259,47 @@ def test_to_native_round_trips() -> None:
     created = decode(orjson.dumps(body("e-8", CREATED, data=None)))
     assert isinstance(created, Event)
     assert decode(orjson.dumps(created.to_native())) == created
+
+
+def test_source_and_vendor_reason_are_optional_and_part_of_the_content() -> None:
+    plain = decode(orjson.dumps(body("e-7", DESTROYED, reason="forceDisconnected")))
+    explicit = decode(
+        orjson.dumps(
+            {**body("e-7", DESTROYED, reason="forceDisconnected"), "source": None, "vendorReason": None}
+        )
+    )
+    assert isinstance(plain, Event)
+    assert isinstance(explicit, Event)
+    assert plain.source is Source.NATIVE
+    assert plain.vendor_reason is None
+    assert plain == explicit
+    for source in Source:
+        document = {
+            **body("e-7", DESTROYED, reason="forceDisconnected"),
+            "source": source.value,
+            "vendorReason": "X",
+        }
+        event = decode(orjson.dumps(document))
+        assert isinstance(event, Event)
+        assert (event.source, event.vendor_reason) == (source, "X")
+        assert decode(orjson.dumps(event.to_native())) == event
+        assert event.content() != plain.content()
+    created = decode(orjson.dumps({**body("e-6", CREATED), "source": "livekit"}))
+    assert isinstance(created, Event)
+    assert created.source is Source.LIVEKIT
+
+
+@pytest.mark.parametrize(
+    ("type_", "changes", "field"),
+    [
+        (CREATED, {"source": "zoom"}, "source"),
+        (CREATED, {"source": 1}, "source"),
+        (CREATED, {"source": "Native"}, "source"),
+        (CREATED, {"vendorReason": "CLIENT_INITIATED"}, "vendorReason"),
+        (DESTROYED, {"vendorReason": 1}, "vendorReason"),
+        (DESTROYED, {"vendorReason": "x" * 257}, "vendorReason"),
+        (DESTROYED, {"vendorReason": "a\x00b"}, "vendorReason"),
+    ],
+)
+def test_source_and_vendor_reason_rules(type_: str, changes: dict[str, Any], field: str) -> None:
+    rejects(with_changes(body("e-5", type_), **changes), RejectCode.INVALID_FIELD, field)

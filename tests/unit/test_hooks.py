@@ -50,6 +50,15 @@ def test_the_event_speaks_both_spellings() -> None:
     seen.prevent_default()
     assert seen.isDefaultPrevented()
     assert seen.default_prevented
+    assert (seen.source, seen.vendor_reason) == ("native", None)
+
+
+def test_the_event_tells_a_platform_source_and_its_reason() -> None:
+    raw = orjson.dumps({**body("e-2", DESTROYED), "source": "livekit", "vendorReason": "ROOM_CLOSED"})
+    decoded = decode(raw)
+    assert isinstance(decoded, Event)
+    seen = CancelableEvent(decoded)
+    assert (seen.source, seen.vendor_reason, seen.vendorReason) == ("livekit", "ROOM_CLOSED", "ROOM_CLOSED")
 
 
 async def test_no_hooks_no_prevention() -> None:

@@ -7,6 +7,7 @@
     application  service.pipeline (the write pipeline and the read side)
     domain       service.ledger, service.hooks (neither imports the other)
     projection   service.projections (the fold and its rebuild, pure; the ledger applies them)
+    platforms    service.platforms (other platforms' webhooks: signatures, translation; pure)
     base         the top-level modules: events, errors, settings, inbound, decisions, ...
 
 A module may import its own package and any layer below its own, never a layer above nor a
@@ -30,6 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("application", ("service.pipeline",)),
     ("domain", ("service.ledger", "service.hooks")),
     ("projection", ("service.projections",)),
+    ("platforms", ("service.platforms",)),
 ]
 BASE = len(LAYERS)
 

@@ -24,6 +24,9 @@ def test_the_document_describes_every_route_of_the_api() -> None:
     assert set(document["paths"]) == {
         "/v1/events",
         "/v1/callbacks/vonage",
+        "/v1/callbacks/livekit",
+        "/v1/callbacks/twilio",
+        "/v1/callbacks/agora",
         "/v1/sessions",
         "/v1/sessions/{session_id}",
         "/v1/sessions/{session_id}/count",

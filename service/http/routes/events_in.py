@@ -1,5 +1,5 @@
-"""Events in: native events and Vonage callbacks, forwarded to the CONNECTIONS stream. A 202
-means JetStream stored them; ingest appends them from there."""
+"""Events in: native events, Vonage callbacks and other platforms' webhooks, forwarded to the
+CONNECTIONS stream. A 202 means JetStream stored them; ingest appends them from there."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from service.http.answers import json as _json
 from service.http.context import HttpContext
 from service.http.guard import RequestBodies
 from service.http.intake import events_from_body, vonage_from_body
+from service.http.routes import webhooks
 from service.subjects import event_subject
 
 __all__ = ["router"]
@@ -86,4 +87,5 @@ def router(context: HttpContext) -> APIRouter:
             return _json({"accepted": 0}, 202)
         return await _publish([decoded])
 
+    webhooks.include(routes, context, bodies, _publish)
     return routes

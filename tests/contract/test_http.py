@@ -588,6 +588,9 @@ async def test_readers_who_stall_hold_back_neither_writes_nor_other_readers(
                 async with asyncio.timeout(15):
                     while ledger.streaming.active:
                         await asyncio.sleep(0.05)
+            # A connection of its own: the server may have closed the one above as idle (its
+            # keep-alive timeout) while the stalled readers were being dropped.
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
                 whole = await client.get("/v1/events")
                 assert whole.status_code == 200
                 assert len(whole.content.splitlines()) == 32_000

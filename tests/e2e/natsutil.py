@@ -6,10 +6,9 @@ import asyncio
 import time
 from typing import Any
 
-import nats.errors
 import orjson
 from nats.aio.client import Client
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.aio.msg import Msg
 
 # Requests and replay as the benchmarks send them; the tests take them from here.
 from bench.harness.clients import ask, replay
@@ -58,22 +57,24 @@ async def ledger_stream(nc: Client, expected: int, timeout: float = 60) -> list[
     while (await js.stream_info("LEDGER")).state.messages < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     total = (await js.stream_info("LEDGER")).state.messages
-    # Read, not consumed: no acknowledgements. On a cluster a fetch can come back empty while a
-    # node that was restarted catches up: asked again until the time is up.
-    consumer = await js.pull_subscribe(
-        "ledger.records.>", stream="LEDGER", config=ConsumerConfig(ack_policy=AckPolicy.NONE)
-    )
+    # An ordered consumer: read, not consumed, and made again by the client from where it was
+    # when its server goes away (on a cluster, a node restarted not long before).
     out: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < total:
-        try:
-            messages = await consumer.fetch(1000, timeout=5)
-        except nats.errors.TimeoutError:
-            assert time.monotonic() < deadline, f"LEDGER: {len(out)} of {total} messages read"
-            continue
-        out.extend(orjson.loads(message.data) for message in messages)
-    await consumer.unsubscribe()
-    return out
+    done = asyncio.Event()
+
+    async def collect(message: Msg) -> None:
+        out.append(orjson.loads(message.data))
+        if len(out) >= total:
+            done.set()
+
+    subscription = await js.subscribe("ledger.records.>", stream="LEDGER", cb=collect, ordered_consumer=True)
+    try:
+        await asyncio.wait_for(done.wait(), max(5.0, deadline - time.monotonic()) if total else 0.1)
+    except TimeoutError:
+        raise AssertionError(f"LEDGER: {len(out)} of {total} messages read") from None
+    finally:
+        await subscription.unsubscribe()
+    return out[:total]
 
 
 def final_live_sets(events: list[Event]) -> dict[str, set[str]]:

@@ -73,7 +73,8 @@ async def test_sigkill_in_the_middle_of_an_ingest_loses_and_duplicates_nothing(
     events = events_of(lines)
     # Batches far smaller than the default, so that the kill lands with the ingest under way
     # however fast this machine is at the moment.
-    first = service_factory(LEDGER_BATCH_SIZE="1000")  # it creates the stream
+    # What the killed instance held unacknowledged comes again after the ack wait.
+    first = service_factory(LEDGER_BATCH_SIZE="1000", LEDGER_INGEST_ACK_WAIT="10")  # it creates the stream
     nc = await nats.connect(nats_url)
     try:
         await publish_all(nc, lines)
@@ -81,7 +82,7 @@ async def test_sigkill_in_the_middle_of_an_ingest_loses_and_duplicates_nothing(
         assert reached >= 8_000
         first.stop(signal.SIGKILL)
         assert reached < len({e.id for e in events}), "the ingest finished before the kill"
-        service_factory()
+        service_factory(LEDGER_INGEST_ACK_WAIT="10")
         await check_exactly_once(nc, events)
     finally:
         await nc.close()
@@ -146,7 +147,8 @@ async def test_three_instances_make_the_ledger_one_would(
         pytest.skip("scale-out shares one PostgreSQL")
     lines = list(generate(20_000, seed=23, sessions=150))
     events = events_of(lines)
-    services = [service_factory(LEDGER_BATCH_SIZE="200") for _ in range(3)]
+    # What the killed instance held unacknowledged comes again after the ack wait.
+    services = [service_factory(LEDGER_BATCH_SIZE="200", LEDGER_INGEST_ACK_WAIT="10") for _ in range(3)]
     nc = await nats.connect(nats_url)
     try:
         await publish_all(nc, lines[:10_000])

@@ -20,6 +20,7 @@ from service.errors import RejectCode, RejectedInput
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_EPOCH_MS",
     "MAX_ID_CHARS",
     "MAX_POSITION",
     "MAX_VENDOR_REASON_CHARS",

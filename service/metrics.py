@@ -71,6 +71,19 @@ class Metrics:
         self.hook_failures = Counter(
             "ledger_hook_failures_total", "Hook calls that raised or timed out", ["hook"], registry=r
         )
+        self.synthetic_events = Counter(
+            "ledger_synthetic_events_total",
+            "Events the ledger appended itself (expiry, reconcile), vetoed ones included",
+            ["origin"],
+            registry=r,
+        )
+        self.ghosts_found = Counter(
+            "ledger_ghosts_found_total",
+            "Connections found wrong in the ledger: live too long (expiry), or live in the ledger "
+            "and gone from the platform, or the other way round (reconcile)",
+            ["origin"],
+            registry=r,
+        )
         self.head = Gauge("ledger_head_position", "Ledger head position seen by this instance", registry=r)
         self.relayed = Gauge(
             "ledger_relay_position", "Last position published to the LEDGER stream", registry=r

@@ -174,6 +174,14 @@ class Settings(BaseSettings):
         "claimant has neither appended it nor renewed its claim (it died); claims are renewed "
         "with the batch's in-progress notices",
     )
+    # Events no producer sent (docs/ghosts.md): a connection whose leave never came.
+    max_connection_age: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds a connection may stay live (from its creationTime, by the wall clock); "
+        "an older one gets a connectionDestroyed (reason networkDisconnected, origin expiry). Off "
+        "when unset",
+    )
     relay_mode: Literal["process", "inline", "off"] = Field(
         "process",
         description="Where serve runs the relay: process (a child process, on a core of its own), "

@@ -25,6 +25,7 @@ from service.nats.intake_publisher import EventPublisher
 from service.nats.relay import Relay
 from service.nats.responders import Responders
 from service.nats.streams import streams_problem
+from service.pipeline.expiry import Expirer
 from service.redact import mask_nats_urls, mask_url
 from service.settings import Settings
 
@@ -81,6 +82,11 @@ async def serve(settings: Settings) -> int:
                 )
             elif settings.relay_mode == "process":
                 relay_process = RelayProcess(url, on_refused=refused.set, on_lease=lease_held.set)
+            # Off unless LEDGER_MAX_CONNECTION_AGE is set; one instance at a time expires,
+            # under the expiry lease (pipeline/expiry.py).
+            expirer: Expirer | None = None
+            if settings.max_connection_age is not None:
+                expirer = Expirer(ledger.store, ledger.pipeline, settings.max_connection_age, ledger.metrics)
             ingest_task = asyncio.create_task(ingestor.run(), name="ingest")
 
             async def ready() -> dict[str, str | None]:
@@ -109,6 +115,8 @@ async def serve(settings: Settings) -> int:
                 tasks.add(asyncio.create_task(relay.run(), name="relay"))
             if relay_process is not None:
                 tasks.add(asyncio.create_task(relay_process.run(), name="relay process"))
+            if expirer is not None:
+                tasks.add(asyncio.create_task(expirer.run(), name="expiry"))
             if relay_process is not None:
                 try:
                     await asyncio.wait_for(relay_process.started.wait(), RELAY_START_SECONDS)
@@ -149,6 +157,8 @@ async def serve(settings: Settings) -> int:
                 relay.stop()
             if relay_process is not None:
                 relay_process.stop()
+            if expirer is not None:
+                expirer.stop()
             http.stop()
             stopper.cancel()
             _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)

@@ -130,6 +130,13 @@ projection_sessions = Table(
     sqlite_with_rowid=False,
 )
 Index("ix_projection_sessions_active", projection_sessions.c.count)
+# The expirer's look-up of live connections by age; tombstones, the most rows, are left out.
+Index(
+    "ix_projection_connections_live_age",
+    projection_connections.c.creation_time,
+    sqlite_where=projection_connections.c.live,
+    postgresql_where=projection_connections.c.live,
+)
 
 checkpoints = Table(
     "projection_checkpoints",

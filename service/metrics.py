@@ -84,6 +84,19 @@ class Metrics:
             ["origin"],
             registry=r,
         )
+        self.reconcile_runs = Counter(
+            "ledger_reconcile_runs_total",
+            "Reconciliation passes: one look at each active session of the platform",
+            ["platform"],
+            registry=r,
+        )
+        self.reconcile_errors = Counter(
+            "ledger_reconcile_errors_total",
+            "Sessions whose look failed (an HTTP error, an unknown session, an answer that is not a "
+            "list); nothing is done to them until two looks in a row succeed",
+            ["platform"],
+            registry=r,
+        )
         self.head = Gauge("ledger_head_position", "Ledger head position seen by this instance", registry=r)
         self.relayed = Gauge(
             "ledger_relay_position", "Last position published to the LEDGER stream", registry=r

@@ -20,16 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final
 
 from service.events import MAX_EPOCH_MS, Event, EventType, Origin, synthetic_event_id
 from service.ledger.aged_connections import AgedConnection, aged_connections
 from service.ledger.lease import Lease
-from service.ledger.model import Appended
 from service.ledger.store import LedgerStore, now_ms
 from service.metrics import Metrics
 from service.pipeline.batches import Pipeline
+from service.pipeline.synthetic import append_synthetic
 
 __all__ = ["EXPIRY_LEASE", "Expirer", "expiry_event"]
 
@@ -118,24 +118,10 @@ class Expirer:
             if not page:
                 break
             after = (page[-1].creation_time, page[-1].session_id, page[-1].connection_id)
-            appended += await self._destroy([expiry_event(c, self.max_age_ms) for c in page], now)
+            events = [expiry_event(c, self.max_age_ms) for c in page]
+            appended += await append_synthetic(
+                self.store, self.pipeline, self.lease, events, now, Origin.EXPIRY, self.metrics
+            )
             if len(page) < PAGE:
                 break
-        return appended
-
-    async def _destroy(self, events: Sequence[Event], now: int) -> int:
-        # A destroy a hook prevented leaves its connection live: it is in the ledger already,
-        # and is passed over here rather than offered again on every pass.
-        known = await self.store.known([e.id for e in events])
-        fresh = [e for e in events if e.id not in known]
-        if not fresh:
-            return 0
-        if not await self.lease.still_held():
-            return 0  # another instance may be expiring now: leave it to that one
-        result = await self.pipeline.commit(await self.pipeline.prepare_synthetic(fresh, now))
-        appended = sum(1 for outcome in result.outcomes if type(outcome) is Appended)
-        if self.metrics is not None:
-            self.metrics.ghosts_found.labels(Origin.EXPIRY.value).inc(len(fresh))
-            if appended:
-                self.metrics.synthetic_events.labels(Origin.EXPIRY.value).inc(appended)
         return appended

@@ -19,8 +19,8 @@ answer that is not a list) has no look, so nothing is done to it until two more 
 succeed. After a restart, or once another instance held the lease meanwhile, the looks start
 over: the evidence is always two looks this process made one pass apart, never a stale one.
 
-Requests go at most REQUESTS_PER_SECOND, and a Retry-After (429, 503) holds every request of
-the run back until it has passed. The events go through the pipeline like any other (hooks,
+Requests go at most REQUESTS_PER_SECOND, and a Retry-After (429, 503) holds every request back
+until it has passed, in this pass and the next. The events go through the pipeline like any other (hooks,
 veto recorded); one already in the ledger is not offered again."""
 
 from __future__ import annotations
@@ -147,7 +147,8 @@ class Reconciler:
         self.lister = lister
         self.metrics = metrics
         self.clock = clock
-        self.rate = rate
+        # Kept from pass to pass: a Retry-After holds back the next pass's requests too.
+        self.pace = _Pace(rate)
         self.lease = Lease(store.engine, RECONCILE_LEASES[lister.platform])
         self.looks: dict[str, _Look] = {}
         self._stop = asyncio.Event()
@@ -185,7 +186,7 @@ class Reconciler:
         if sessions is None:
             sessions = await active_sessions(self.store.engine, self.lister.sources)
         report = PassReport()
-        pace = _Pace(self.rate)
+        pace = self.pace
         looks: dict[str, _Look] = {}
         for session_id in sessions:
             if self._stop.is_set():

@@ -3,6 +3,7 @@ deterministic id, through the hooks, once however often they are appended. Both 
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ import orjson
 from service.app.bootstrap import open_ledger
 from service.events import Event, EventType, Origin, decode, synthetic_event_id
 from service.ledger.model import Appended, Duplicate
+from service.ledger.records import record_json
 from service.pipeline.ledger_service import LedgerService
 from service.settings import Settings
 from tests.contract.test_ledger import records
@@ -82,3 +84,16 @@ async def test_a_hook_can_prevent_a_synthetic_event_and_the_veto_is_recorded(set
         assert rows[1]["preventedBy"] == "tests.contract.test_synthetic:veto_expiry"
         assert (await ledger.queries.count("s1"))["count"] == 1
     assert SEEN == [None, "expiry"]
+
+
+async def test_the_databases_encode_origin_as_record_json_does(ledger: LedgerService) -> None:
+    await ledger.pipeline.process([created("e1", connection="c1"), created("e2", connection="c2")])
+    await append(ledger, expiry_destroy(connection="c1"))
+    async with aclosing(ledger.store.records()) as pages:
+        expected = [record_json(row) async for rows in pages for row in rows]
+    async with aclosing(ledger.store.record_lines()) as chunks:
+        dense = b"".join([chunk async for chunk in chunks]).splitlines()
+    async with aclosing(ledger.store.record_lines(session_id="s1")) as chunks:
+        paged = b"".join([chunk async for chunk in chunks]).splitlines()
+    assert dense == paged == expected
+    assert [orjson.loads(line)["origin"] for line in expected] == [None, None, "expiry"]

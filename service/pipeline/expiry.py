@@ -114,7 +114,9 @@ class Expirer:
         appended = 0
         after: tuple[int, str, str] | None = None
         while True:
-            page = await aged_connections(self.store.engine, now - self.max_age_ms, after, PAGE)
+            # Live for longer than the age: created before now - age, to the millisecond.
+            created_by = now - self.max_age_ms - 1
+            page = await aged_connections(self.store.engine, created_by, after, PAGE)
             if not page:
                 break
             after = (page[-1].creation_time, page[-1].session_id, page[-1].connection_id)

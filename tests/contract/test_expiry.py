@@ -35,6 +35,7 @@ async def test_a_connection_past_the_age_gets_exactly_one_expiry_destroy(ledger:
         ]
     )
     assert await expirer(ledger, WITHIN_THE_AGE).run_once() == 0
+    assert await expirer(ledger, CREATED_AT + 60_000).run_once() == 0  # live for the age, not longer
     metrics = Metrics()
     assert await expirer(ledger, PAST_THE_AGE, metrics).run_once() == 1
     assert await expirer(ledger, PAST_THE_AGE).run_once() == 0  # a second pass appends nothing

@@ -10,6 +10,7 @@ would carry the token elsewhere), an answer past MAX_ANSWER_BYTES."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -79,9 +80,9 @@ class HttpLister:
         return self.read(await asyncio.to_thread(self._fetch, request))
 
     def _fetch(self, request: Request) -> bytes:
-        call = urllib.request.Request(request.url, request.body, request.headers, method=request.method)
         name = self.platform
         try:
+            call = urllib.request.Request(request.url, request.body, request.headers, method=request.method)
             with _OPENER.open(call, timeout=TIMEOUT_SECONDS) as answer:
                 raw: bytes = answer.read(MAX_ANSWER_BYTES + 1)
         except urllib.error.HTTPError as error:
@@ -93,8 +94,9 @@ class HttpLister:
                 status,
                 retry_after(error.headers.get("Retry-After")),
             ) from None
-        except (urllib.error.URLError, OSError) as error:
-            raise PlatformError(f"{name} did not answer: {error}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
+            # No answer, a connection cut mid-answer, or a base URL urllib cannot use.
+            raise PlatformError(f"{name} did not answer: {error!r}") from None
         if len(raw) > MAX_ANSWER_BYTES:
             raise PlatformError(f"{name}'s answer is longer than {MAX_ANSWER_BYTES} bytes")
         return raw

@@ -61,3 +61,14 @@ def test_a_key_file_without_an_rsa_key_names_its_setting(tmp_path: Path) -> None
 def test_reconciling_with_a_platform_not_configured_names_its_settings() -> None:
     with pytest.raises(ConfigurationError, match="LEDGER_LIVEKIT_URL"):
         lister_for(load_settings(), "livekit")
+
+
+async def test_a_platform_that_does_not_answer_is_a_failed_look() -> None:
+    from service.platforms.live_lists import PlatformError
+
+    settings = load_settings(livekit_url="http://127.0.0.1:1", livekit_api_key="k", livekit_api_secret="s")
+    with pytest.raises(PlatformError, match="livekit did not answer"):
+        await lister_for(settings, "livekit").live("room")
+    broken = settings.model_copy(update={"livekit_url": "nothing-like-a-url"})
+    with pytest.raises(PlatformError, match="livekit did not answer"):
+        await lister_for(broken, "livekit").live("room")

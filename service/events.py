@@ -20,6 +20,7 @@ from service.errors import RejectCode, RejectedInput
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_EPOCH_MS",
     "MAX_ID_CHARS",
     "MAX_POSITION",
     "MAX_VENDOR_REASON_CHARS",
@@ -27,6 +28,7 @@ __all__ = [
     "Event",
     "EventType",
     "Ignored",
+    "Origin",
     "Source",
     "check_body_size",
     "decode",
@@ -34,6 +36,7 @@ __all__ = [
     "is_session_id",
     "json_object",
     "subject_tokens",
+    "synthetic_event_id",
 ]
 
 MAX_BODY_BYTES: Final = 64 * 1024
@@ -80,6 +83,14 @@ class Source(StrEnum):
     AGORA = "agora"
 
 
+class Origin(StrEnum):
+    """Why the ledger appended an event no producer sent (CONTRACT section 13). Producers'
+    events have none: `decode` never reads an `origin` field, so a producer cannot forge one."""
+
+    EXPIRY = "expiry"
+    RECONCILE = "reconcile"
+
+
 NATIVE_REASONS: Final = frozenset({"clientDisconnected", "forceDisconnected", "networkDisconnected"})
 _TYPES: Final = {t.value: t for t in EventType}
 _SOURCES: Final = {s.value: s for s in Source}
@@ -103,6 +114,9 @@ class Event(NamedTuple):
     project_id: str | None = None
     # The platform's own reason for a destroy, as it sent it (CONTRACT section 11).
     vendor_reason: str | None = None
+    # Set only on the events the ledger appends itself (expiry, reconciliation); None on every
+    # producer's event.
+    origin: Origin | None = None
 
     def content(self) -> tuple[object, ...]:
         """What makes two events with one id the same event (key order and spacing aside)."""
@@ -117,6 +131,7 @@ class Event(NamedTuple):
             self.project_id,
             self.source.value,
             self.vendor_reason,
+            None if self.origin is None else self.origin.value,
         )
 
     def to_native(self) -> dict[str, Any]:
@@ -138,6 +153,9 @@ class Event(NamedTuple):
             body["source"] = self.source.value
         if self.vendor_reason is not None:
             body["vendorReason"] = self.vendor_reason
+        if self.origin is not None:
+            # Kept in the body for the record of a conflict; `decode` does not read it back.
+            body["origin"] = self.origin.value
         return body
 
 
@@ -267,6 +285,14 @@ def vonage_event_id(session_id: str, connection_id: str, kind: str, timestamp: i
     """The deterministic id of a Vonage callback: a retried callback gets the same one."""
     key = orjson.dumps([session_id, connection_id, kind, timestamp])
     return "vonage:" + hashlib.sha256(key).hexdigest()[:40]
+
+
+def synthetic_event_id(origin: Origin, *parts: object) -> str:
+    """The deterministic id of an event the ledger appends itself: the same facts give the
+    same id, so a second instance (or a run again after a crash) appending it gets a duplicate,
+    never a second record. `<origin>:` and 40 hex digits: within the id rule."""
+    key = orjson.dumps([origin.value, *parts])
+    return f"{origin.value}:" + hashlib.sha256(key).hexdigest()[:40]
 
 
 def _decode_vonage(body: dict[str, Any]) -> Event | Ignored:

@@ -71,6 +71,32 @@ class Metrics:
         self.hook_failures = Counter(
             "ledger_hook_failures_total", "Hook calls that raised or timed out", ["hook"], registry=r
         )
+        self.synthetic_events = Counter(
+            "ledger_synthetic_events_total",
+            "Events the ledger appended itself (expiry, reconcile), vetoed ones included",
+            ["origin"],
+            registry=r,
+        )
+        self.ghosts_found = Counter(
+            "ledger_ghosts_found_total",
+            "Connections found wrong in the ledger: live too long (expiry), or live in the ledger "
+            "and gone from the platform, or the other way round (reconcile)",
+            ["origin"],
+            registry=r,
+        )
+        self.reconcile_runs = Counter(
+            "ledger_reconcile_runs_total",
+            "Reconciliation passes: one look at each active session of the platform",
+            ["platform"],
+            registry=r,
+        )
+        self.reconcile_errors = Counter(
+            "ledger_reconcile_errors_total",
+            "Sessions whose look failed (an HTTP error, an unknown session, an answer that is not a "
+            "list); nothing is done to them until two looks in a row succeed",
+            ["platform"],
+            registry=r,
+        )
         self.head = Gauge("ledger_head_position", "Ledger head position seen by this instance", registry=r)
         self.relayed = Gauge(
             "ledger_relay_position", "Last position published to the LEDGER stream", registry=r

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.events import Source
+from service.events import Origin, Source
 
 __all__ = [
     "CONNECTION",
@@ -18,6 +18,7 @@ __all__ = [
 ]
 
 SOURCES = tuple(source.value for source in Source)
+ORIGINS = tuple(origin.value for origin in Origin)
 
 CONNECTION: dict[str, Any] = {
     "type": "object",
@@ -92,6 +93,7 @@ RECORD: dict[str, Any] = {
         "reason",
         "source",
         "vendorReason",
+        "origin",
         "defaultPrevented",
         "preventedBy",
         "count",
@@ -108,6 +110,10 @@ RECORD: dict[str, Any] = {
         "reason": {"type": ["string", "null"]},
         "source": {"enum": list(SOURCES)},
         "vendorReason": {"type": ["string", "null"]},
+        "origin": {
+            "enum": [*ORIGINS, None],
+            "description": "why the ledger appended an event no producer sent; null on producers' events",
+        },
         "defaultPrevented": {"type": "boolean"},
         "preventedBy": {"type": ["string", "null"]},
         "count": {"type": "integer", "description": "the session's count right after this record"},

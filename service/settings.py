@@ -153,6 +153,29 @@ class Settings(BaseSettings):
         "",
         description="Agora NCS secret; set, POST /v1/callbacks/agora takes Agora's signed notifications",
     )
+    # Reconciliation with a platform's own list of live connections (docs/ghosts.md).
+    vonage_api_url: str = Field(
+        "https://video.api.vonage.com", description="Base URL of the Vonage Video API, for reconciliation"
+    )
+    vonage_application_id: str = Field(
+        "", description="Vonage application id: whose sessions `connledger reconcile --platform vonage` asks"
+    )
+    vonage_private_key: FilePath | None = Field(
+        None,
+        description="The Vonage application's private key (PEM), which signs the RS256 token the "
+        "Vonage Video API takes",
+    )
+    livekit_url: str = Field(
+        "",
+        description="Base URL of the LiveKit server (https://my.livekit.cloud), for reconciliation with "
+        "LEDGER_LIVEKIT_API_KEY and LEDGER_LIVEKIT_API_SECRET",
+    )
+    reconcile_interval: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds between two reconciliation passes of serve, for each platform configured "
+        "(Vonage, LiveKit); off when unset",
+    )
     hooks: str | None = Field(
         None,
         description="Comma-separated hooks by dotted path (pkg.mod:fn) or entry-point name; "
@@ -173,6 +196,14 @@ class Settings(BaseSettings):
         description="Seconds after which another instance may run the hooks of an event whose "
         "claimant has neither appended it nor renewed its claim (it died); claims are renewed "
         "with the batch's in-progress notices",
+    )
+    # Events no producer sent (docs/ghosts.md): a connection whose leave never came.
+    max_connection_age: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds a connection may stay live (from its creationTime, by the wall clock); "
+        "an older one gets a connectionDestroyed (reason networkDisconnected, origin expiry). Off "
+        "when unset",
     )
     relay_mode: Literal["process", "inline", "off"] = Field(
         "process",
@@ -238,6 +269,21 @@ class Settings(BaseSettings):
                 "LEDGER_LIVEKIT_API_KEY is required with LEDGER_LIVEKIT_API_SECRET: LiveKit's tokens "
                 "name the key that signed them"
             )
+        if bool(self.vonage_application_id) != (self.vonage_private_key is not None):
+            raise ValueError(
+                "LEDGER_VONAGE_APPLICATION_ID and LEDGER_VONAGE_PRIVATE_KEY go together: the key signs "
+                "the application's tokens"
+            )
+        if self.livekit_url and not (self.livekit_api_key and self.livekit_api_secret):
+            raise ValueError(
+                "LEDGER_LIVEKIT_API_KEY and LEDGER_LIVEKIT_API_SECRET are required with "
+                "LEDGER_LIVEKIT_URL: LiveKit's API takes a token they sign"
+            )
+        if self.reconcile_interval is not None and not self.reconcile_platforms:
+            raise ValueError(
+                "LEDGER_RECONCILE_INTERVAL needs a platform to ask: set LEDGER_VONAGE_APPLICATION_ID "
+                "and LEDGER_VONAGE_PRIVATE_KEY, or LEDGER_LIVEKIT_URL"
+            )
         if self.twilio_auth_token and not self.public_url:
             raise ValueError(
                 "LEDGER_PUBLIC_URL is required with LEDGER_TWILIO_AUTH_TOKEN: Twilio signs the URL it "
@@ -257,6 +303,16 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.var_dir / 'ledger.db').as_posix()}"
+
+    @property
+    def reconcile_platforms(self) -> list[str]:
+        """The platforms whose lists reconciliation can ask, as configured."""
+        platforms = []
+        if self.vonage_application_id and self.vonage_private_key is not None:
+            platforms.append("vonage")
+        if self.livekit_url and self.livekit_api_key and self.livekit_api_secret:
+            platforms.append("livekit")
+        return platforms
 
     @property
     def hook_names(self) -> list[str] | None:

@@ -10,6 +10,7 @@ import signal
 from typing import Any
 
 from service.app.bootstrap import follow_counts, open_ledger
+from service.app.platform_lists import lister_for
 from service.app.process_tuning import settle_for_serving
 from service.app.relay_child import RelayProcess
 from service.app.sampled_gauges import sample_forever
@@ -25,6 +26,8 @@ from service.nats.intake_publisher import EventPublisher
 from service.nats.relay import Relay
 from service.nats.responders import Responders
 from service.nats.streams import streams_problem
+from service.pipeline.expiry import Expirer
+from service.pipeline.reconcile import Reconciler
 from service.redact import mask_nats_urls, mask_url
 from service.settings import Settings
 
@@ -44,6 +47,11 @@ async def serve(settings: Settings) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+
+    # Built first: a platform's key that cannot be read stops serve before it starts anything.
+    listers = []
+    if settings.reconcile_interval is not None:
+        listers = [lister_for(settings, platform) for platform in settings.reconcile_platforms]
 
     embedded: EmbeddedNats | None = None
     url = settings.nats_url
@@ -81,6 +89,16 @@ async def serve(settings: Settings) -> int:
                 )
             elif settings.relay_mode == "process":
                 relay_process = RelayProcess(url, on_refused=refused.set, on_lease=lease_held.set)
+            # Off unless LEDGER_MAX_CONNECTION_AGE is set; one instance at a time expires,
+            # under the expiry lease (pipeline/expiry.py).
+            expirer: Expirer | None = None
+            if settings.max_connection_age is not None:
+                expirer = Expirer(ledger.store, ledger.pipeline, settings.max_connection_age, ledger.metrics)
+            # Off unless LEDGER_RECONCILE_INTERVAL is set: a reconciler per platform configured,
+            # each under its platform's lease (pipeline/reconcile.py).
+            reconcilers = [
+                Reconciler(ledger.store, ledger.pipeline, lister, ledger.metrics) for lister in listers
+            ]
             ingest_task = asyncio.create_task(ingestor.run(), name="ingest")
 
             async def ready() -> dict[str, str | None]:
@@ -109,6 +127,12 @@ async def serve(settings: Settings) -> int:
                 tasks.add(asyncio.create_task(relay.run(), name="relay"))
             if relay_process is not None:
                 tasks.add(asyncio.create_task(relay_process.run(), name="relay process"))
+            if expirer is not None:
+                tasks.add(asyncio.create_task(expirer.run(), name="expiry"))
+            for reconciler in reconcilers:
+                assert settings.reconcile_interval is not None
+                run = reconciler.run(settings.reconcile_interval)
+                tasks.add(asyncio.create_task(run, name=f"reconcile {reconciler.lister.platform}"))
             if relay_process is not None:
                 try:
                     await asyncio.wait_for(relay_process.started.wait(), RELAY_START_SECONDS)
@@ -149,6 +173,10 @@ async def serve(settings: Settings) -> int:
                 relay.stop()
             if relay_process is not None:
                 relay_process.stop()
+            if expirer is not None:
+                expirer.stop()
+            for reconciler in reconcilers:
+                reconciler.stop()
             http.stop()
             stopper.cancel()
             _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)

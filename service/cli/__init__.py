@@ -3,14 +3,14 @@ ledger built by the composition root, and prints.
 
 This module assembles the command groups, each in a module of its own: running.py (serve,
 relay, simulate), writing.py (migrate, import, rebuild), reading.py (count, sessions, replay,
-rejected) and documents.py (the documents checked in under docs/: asyncapi, openapi,
-settings-doc)."""
+rejected), reconciling.py (reconcile) and documents.py (the documents checked in under docs/:
+asyncapi, openapi, settings-doc)."""
 
 from __future__ import annotations
 
 import click
 
-from service.cli import documents, reading, running, writing
+from service.cli import documents, reading, reconciling, running, writing
 from service.settings_doc import settings_help
 
 __all__ = ["cli", "main"]
@@ -36,6 +36,7 @@ for command in (
     reading.replay,
     writing.rebuild,
     reading.rejected,
+    reconciling.reconcile,
 ):
     cli.add_command(command)
 

@@ -102,6 +102,12 @@ class CancelableEvent:
     vendorReason = vendor_reason  # noqa: N815
 
     @property
+    def origin(self) -> str | None:
+        """Why the ledger appended this event itself (expiry or reconcile); None on a
+        producer's event. A hook prevents a synthetic event as it prevents any other."""
+        return None if self._event.origin is None else self._event.origin.value
+
+    @property
     def event(self) -> Event:
         """The underlying immutable event."""
         return self._event

@@ -21,7 +21,7 @@ from typing import Final, Protocol
 import orjson
 
 from service.errors import RejectCode
-from service.events import Event, EventType, Source
+from service.events import Event, EventType, Origin, Source
 from service.inbound import message_key
 from service.ledger.model import (
     Appended,
@@ -51,7 +51,7 @@ CHECKPOINT = "connections"
 
 # (position, sequence, event_id, session_id, type, event_time, recorded_at, connection_id,
 #  creation_time, data, reason, default_prevented, prevented_by, hook_failures, source_format,
-#  project_id, count_after, vendor_reason): the order of schema.LEDGER_COLUMNS.
+#  project_id, count_after, vendor_reason, origin): the order of schema.LEDGER_COLUMNS.
 LedgerRow = tuple[
     int,
     int,
@@ -71,6 +71,7 @@ LedgerRow = tuple[
     str | None,
     int,
     str | None,
+    str | None,
 ]
 ConnectionKey = tuple[str, str]
 # (session_id, connection_id, live, creation_time, data, created_position, destroyed_position,
@@ -83,6 +84,7 @@ RejectionRow = tuple[int, str, str | None, str | None, bytes, str, str, str | No
 # call on 3.11); a dict lookup is a tenth of that, and rows must carry plain str, not the enum.
 _TYPE_VALUES: Final = {t: t.value for t in EventType}
 _FORMAT_VALUES: Final = {f: f.value for f in Source}
+_ORIGIN_VALUES: Final = {o: o.value for o in Origin}
 # Events folded between two hand-overs of ledger rows to the database (see `_Pipelined`).
 FOLD_CHUNK: Final = 4000
 
@@ -264,6 +266,7 @@ class _Fold:
         first_positions, last_positions = self.first_positions, self.last_positions
         changed, touched_counts = self.changed, self.touched_counts
         type_values, format_values, recorded_at = _TYPE_VALUES, _FORMAT_VALUES, self.recorded_at
+        origin_values = _ORIGIN_VALUES
         position = self.position
         for candidate in candidates:
             event = candidate.event
@@ -318,6 +321,7 @@ class _Fold:
                     event.project_id,
                     count,
                     event.vendor_reason,
+                    None if event.origin is None else origin_values[event.origin],
                 )
             )
             append_outcome(Appended(position, sequence, count, prevented))

@@ -110,7 +110,7 @@ SELECT
   ({HEAD_SQL}),
   (SELECT json_agg(json_build_array(event_id, position, type, session_id, event_time,
                                     connection_id, creation_time, data, reason, project_id,
-                                    source_format, vendor_reason))::text
+                                    source_format, vendor_reason, origin))::text
      FROM connection_ledger WHERE event_id IN (SELECT jsonb_array_elements_text($1::jsonb))),
   (SELECT json_agg(json_build_array(s.session_id, s.last_sequence, coalesce(p.count, 0)))::text
      FROM ledger_sessions s LEFT JOIN projection_sessions p ON p.session_id = s.session_id
@@ -122,7 +122,7 @@ SELECT
 """
 _LEDGER_TYPES = (
     "bigint", "bigint", "text", "text", "text", "bigint", "bigint", "text", "bigint", "text",
-    "text", "boolean", "text", "text", "text", "text", "bigint", "text",
+    "text", "boolean", "text", "text", "text", "text", "bigint", "text", "text",
 )  # fmt: skip
 _CONNECTION_TYPES = ("text", "text", "boolean", "bigint", "text", "bigint", "bigint", "text")
 
@@ -207,7 +207,7 @@ class _PostgresUnit:
     async def existing(self, ids: Sequence[str]) -> dict[str, ExistingEvent]:
         rows = await self.pg.fetch(
             "SELECT event_id, position, type, session_id, event_time, connection_id, "
-            "creation_time, data, reason, project_id, source_format, vendor_reason "
+            "creation_time, data, reason, project_id, source_format, vendor_reason, origin "
             "FROM connection_ledger "
             "WHERE event_id = ANY($1::text[])",
             list(ids),

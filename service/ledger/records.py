@@ -36,7 +36,7 @@ __all__ = [
 RECORD_COLUMNS = (
     "position, sequence, event_id, session_id, type, event_time, recorded_at, connection_id, "
     "creation_time, data, reason, default_prevented, prevented_by, count_after, source_format, "
-    "vendor_reason"
+    "vendor_reason, origin"
 )
 REJECTED_COLUMNS = "id, received_at, source, subject, headers, raw, code, message, field"
 
@@ -47,7 +47,7 @@ SQLITE_RECORD_JSON = (
     "'sessionId', session_id, 'timestamp', event_time, 'recordedAt', recorded_at, "
     "'connection', json_object('connectionId', connection_id, 'creationTime', creation_time, "
     "'data', data), "
-    "'reason', reason, 'source', source_format, 'vendorReason', vendor_reason, "
+    "'reason', reason, 'source', source_format, 'vendorReason', vendor_reason, 'origin', origin, "
     "'defaultPrevented', json(CASE WHEN default_prevented THEN 'true' ELSE 'false' END), "
     "'preventedBy', prevented_by, 'count', count_after)"
 )
@@ -71,6 +71,7 @@ POSTGRES_RECORD_JSON = (
     f""" || '}},"reason":' || {_pg_text("reason")}"""
     """ || ',"source":' || to_json(source_format)"""
     f""" || ',"vendorReason":' || {_pg_text("vendor_reason")}"""
+    f""" || ',"origin":' || {_pg_text("origin")}"""
     """ || ',"defaultPrevented":' || CASE WHEN default_prevented THEN 'true' ELSE 'false' END"""
     f""" || ',"preventedBy":' || {_pg_text("prevented_by")}"""
     """ || ',"count":' || count_after || '}'"""
@@ -90,6 +91,7 @@ def record_to_dict(row: Sequence[Any]) -> dict[str, Any]:
         "reason": row[10],
         "source": row[14],
         "vendorReason": row[15],
+        "origin": row[16],
         "defaultPrevented": bool(row[11]),
         "preventedBy": row[12],
         "count": row[13],

@@ -85,6 +85,9 @@ connection_ledger = Table(
     # The platform's own reason for a destroy (CONTRACT section 11); last, as migration 0005
     # added it. The event's source is `source_format`: native, vonage, livekit, twilio, agora.
     Column("vendor_reason", Text, nullable=True),
+    # Why the ledger appended an event no producer sent: expiry or reconcile (CONTRACT section
+    # 13); null on producers' events. Last, as migration 0006 added it.
+    Column("origin", String(16), nullable=True),
     UniqueConstraint("event_id", name="uq_connection_ledger_event_id"),
     UniqueConstraint("session_id", "sequence", name="uq_connection_ledger_session_sequence"),
 )
@@ -127,6 +130,13 @@ projection_sessions = Table(
     sqlite_with_rowid=False,
 )
 Index("ix_projection_sessions_active", projection_sessions.c.count)
+# The expirer's look-up of live connections by age; tombstones, the most rows, are left out.
+Index(
+    "ix_projection_connections_live_age",
+    projection_connections.c.creation_time,
+    sqlite_where=projection_connections.c.live,
+    postgresql_where=projection_connections.c.live,
+)
 
 checkpoints = Table(
     "projection_checkpoints",

@@ -53,7 +53,7 @@ _KEY_PAIRS_PER_LOOKUP = 4096
 # Keys given as one JSON array: one statement whatever their number, compiled once.
 _EXISTING = (
     "SELECT event_id, position, type, session_id, event_time, connection_id, creation_time, "
-    "data, reason, project_id, source_format, vendor_reason FROM connection_ledger "
+    "data, reason, project_id, source_format, vendor_reason, origin FROM connection_ledger "
     "WHERE event_id IN (SELECT value FROM json_each(?))"
 )
 # Rows that come back by the thousand are aggregated into one JSON text by SQLite (see

@@ -29,8 +29,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import orjson
+
 from service.errors import RejectedInput
-from service.events import Ignored, decode
+from service.events import Event, Ignored, decode
 from service.hooks.runner import HookRunner
 from service.inbound import Incoming
 from service.ledger.model import Appended, Candidate, Rejected, Rejection
@@ -109,6 +111,22 @@ class Pipeline:
             prepared.candidates.append(Candidate(decoded, incoming, slot=slot))
             prepared.candidate_slots.append(slot)
 
+        if self.hooks and prepared.candidates:
+            await self._decide(prepared)
+        return prepared
+
+    async def prepare_synthetic(self, events: Sequence[Event], received_at: int) -> Prepared:
+        """Events the ledger appends itself (CONTRACT section 13), built whole by the service,
+        not decoded from a body: `decode` never reads `origin`, so no producer can send one.
+        From here they go the way of every event: the hooks (which may prevent them), then
+        `commit`. Their deterministic ids make a second copy a duplicate."""
+        prepared = Prepared(outcomes=[None] * len(events))
+        for slot, event in enumerate(events):
+            assert event.origin is not None, "a synthetic event names its origin"
+            raw = orjson.dumps(event.to_native())
+            incoming = Incoming(raw, received_at, source=event.origin.value)
+            prepared.candidates.append(Candidate(event, incoming, slot=slot))
+            prepared.candidate_slots.append(slot)
         if self.hooks and prepared.candidates:
             await self._decide(prepared)
         return prepared

@@ -93,6 +93,7 @@ async def test_appends_get_gap_free_positions_and_per_session_sequences(ledger: 
         "reason": None,
         "source": "native",
         "vendorReason": None,
+        "origin": None,
         "defaultPrevented": False,
         "preventedBy": None,
         "count": 1,

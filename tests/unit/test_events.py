@@ -303,3 +303,14 @@ def test_source_and_vendor_reason_are_optional_and_part_of_the_content() -> None
 )
 def test_source_and_vendor_reason_rules(type_: str, changes: dict[str, Any], field: str) -> None:
     rejects(with_changes(body("e-5", type_), **changes), RejectCode.INVALID_FIELD, field)
+
+
+def test_synthetic_ids_are_deterministic_and_within_the_id_rule() -> None:
+    from service.events import Origin, is_event_id, synthetic_event_id
+
+    first = synthetic_event_id(Origin.EXPIRY, "s1", "c1", 7)
+    assert first == synthetic_event_id(Origin.EXPIRY, "s1", "c1", 7)
+    assert first != synthetic_event_id(Origin.EXPIRY, "s1", "c1", 8)
+    assert first.startswith("expiry:")
+    assert is_event_id(first)
+    assert is_event_id(synthetic_event_id(Origin.RECONCILE, "s" * 256, "c" * 256, 2**63 - 1))

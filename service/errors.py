@@ -20,6 +20,7 @@ __all__ = [
     "ConfigurationError",
     "ErrorCode",
     "HookLoadError",
+    "InvalidQuery",
     "LedgerError",
     "RejectCode",
     "RejectedInput",
@@ -76,6 +77,16 @@ class HookLoadError(ConfigurationError):
 
 class TransientError(LedgerError):
     """A dependency is unavailable for now; the input must be retried, not rejected."""
+
+
+class InvalidQuery(LedgerError):
+    """A query's option breaks a rule (an `at` beyond the head, a window that ends before it
+    starts): answered `invalid_field` naming `field`, at every edge."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
 
 
 class RejectedInput(LedgerError):

@@ -8,7 +8,14 @@ verbatim, the whole shuffled and split into random batches, processed by the pip
     they were appended, duplicates ignored;
 (b) every record's `count` is the reference fold's count right after that record;
 (c) positions are gap-free 1..N over the whole ledger, sequences gap-free per session;
-(d) `rebuild()` leaves the projection tables exactly as they were.
+(d) `rebuild()` leaves the projection tables exactly as they were;
+(e) time travel: at every position of the example, each session's count and live set (asked
+    with `at`) equal the reference fold of the records up to that position, and `asOf` the
+    last record's recordedAt answers as of the head;
+(f) usage: over windows that cut connections at both ends (and an empty one, and the whole
+    life), each session's usage equals a brute-force fold of the replayed records
+    (tests/reference.py), vetoes and out-of-order timestamps included: the events' timestamps
+    follow the order they were drawn in, not the order they are appended in.
 
 A variant runs a hook that prevents every event whose `data` contains "bot": such events are
 recorded (with their decision) but change nothing and leave no tombstone.
@@ -37,8 +44,9 @@ from service.inbound import Incoming
 from service.ledger.model import Appended, Duplicate
 from service.ledger.records import record_to_dict
 from service.pipeline.ledger_service import LedgerService
+from service.pipeline.queries import AsOf, UsageWindow
 from service.settings import Settings
-from tests.reference import CREATED, DESTROYED, ReferenceFold, Step
+from tests.reference import CREATED, DESTROYED, ReferenceFold, Step, live_at, usage_by_fold
 
 HOOK = "tests.contract.test_properties:prevent_bots"
 REASONS = ["clientDisconnected", "forceDisconnected", "networkDisconnected"]
@@ -237,10 +245,42 @@ async def check(ledger: LedgerService, scenario: Scenario, *, hooked: bool) -> N
         }
         assert {(r[0], r[1]) for r in connections} == touched
 
+    await check_history(ledger, records, session_names, total)
+
     # (d) rebuild reproduces the live projection exactly (the whole database, every namespace).
     live = await _projection(ledger)
     assert await ledger.store.rebuild() == total
     assert await _projection(ledger) == live
+
+
+async def check_history(
+    ledger: LedgerService, records: list[dict[str, Any]], session_names: list[str], head: int
+) -> None:
+    queries = ledger.queries
+    for position in range(records[0]["position"] - 1, head + 1):
+        for session in session_names:
+            count, live = live_at(records, session, position)
+            answer = await queries.connections(session, AsOf(at=position))
+            assert (answer["count"], answer["position"]) == (count, position), (session, position)
+            assert [c["connectionId"] for c in answer["connections"]] == live, (session, position)
+            assert (await queries.count(session, AsOf(at=position)))["count"] == count
+    last = records[-1]
+    answer = await queries.count(last["sessionId"], AsOf(as_of=last["recordedAt"]))
+    assert answer["position"] == head
+
+    base = 1_732_700_000_000
+    n = len(records)
+    windows = [
+        (0, base + n + 10),
+        (base + n // 3, base + 2 * n // 3 + 1),
+        (base + 1, base + max(1, n - 1)),
+        (base + 2, base + 2),
+    ]
+    for start, end in windows:
+        for session in session_names:
+            got = await queries.usage(session, UsageWindow(start, end))
+            assert got.pop("position") == head
+            assert got == usage_by_fold(records, session, start, end), (session, start, end)
 
 
 @pytest.fixture

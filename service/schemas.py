@@ -14,6 +14,7 @@ __all__ = [
     "ERROR",
     "NATIVE_EVENT",
     "RECORD",
+    "USAGE_ANSWER",
     "VONAGE_EVENT",
 ]
 
@@ -126,7 +127,11 @@ COUNT_ANSWER: dict[str, Any] = {
     "properties": {
         "sessionId": {"type": "string"},
         "count": {"type": "integer"},
-        "position": {"type": "integer", "description": "the ledger head the answer reflects"},
+        "position": {
+            "type": "integer",
+            "description": "the ledger position the answer reflects: the head, or the position asked "
+            "for with at or asOf",
+        },
     },
 }
 
@@ -134,6 +139,50 @@ CONNECTIONS_ANSWER: dict[str, Any] = {
     "type": "object",
     "required": [*COUNT_ANSWER["required"], "connections"],
     "properties": {**COUNT_ANSWER["properties"], "connections": {"type": "array", "items": CONNECTION}},
+}
+
+_MS = {"type": "integer", "description": "ms since the epoch"}
+USAGE_ANSWER: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "sessionId",
+        "from",
+        "to",
+        "peak",
+        "connectionMilliseconds",
+        "connections",
+        "byReason",
+        "open",
+        "position",
+    ],
+    "properties": {
+        "sessionId": {"type": "string"},
+        "from": {**_MS, "description": "window start, ms of event time (included)"},
+        "to": {**_MS, "description": "window end, ms of event time (excluded)"},
+        "peak": {
+            "type": "object",
+            "required": ["count", "timestamp"],
+            "properties": {
+                "count": {"type": "integer", "description": "the most connections at one instant"},
+                "timestamp": {
+                    "type": ["integer", "null"],
+                    "description": "the first instant with that many (ms); null with none",
+                },
+            },
+        },
+        "connectionMilliseconds": {
+            "type": "integer",
+            "description": "the connections' lives clipped to the window, summed",
+        },
+        "connections": {"type": "integer", "description": "distinct connections there in the window"},
+        "byReason": {
+            "type": "object",
+            "additionalProperties": {"type": "integer"},
+            "description": "those destroyed inside the window, by the destroy's reason",
+        },
+        "open": {"type": "integer", "description": "those still there when the window ends"},
+        "position": {"type": "integer", "description": "the ledger head the answer reflects"},
+    },
 }
 
 ERROR: dict[str, Any] = {

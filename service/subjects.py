@@ -23,6 +23,7 @@ __all__ = [
     "REPLAY",
     "SESSION_CONNECTIONS",
     "SESSION_COUNT",
+    "SESSION_USAGE",
     "STREAM_LEADER_ELECTED",
     "event_subject",
     "record_subject",
@@ -43,6 +44,7 @@ HEAD = "ledger.head"
 # Request/reply, answered by every instance in one queue group (one answer per request).
 SESSION_COUNT = "ledger.sessions.{session_id}.count"
 SESSION_CONNECTIONS = "ledger.sessions.{session_id}.connections"
+SESSION_USAGE = "ledger.sessions.{session_id}.usage"
 REPLAY = "ledger.replay"
 QUEUE_GROUP = "connection-ledger"
 # JetStream's advisory, from the new leader, after a stream's leader election.

@@ -154,7 +154,7 @@ def usage_by_fold(records: list[dict[str, Any]], session_id: str, start: int, en
         if (
             start <= life[0] < end
             if life[1] == life[0]
-            else life[0] < end and (life[1] is None or life[1] > start)
+            else max(life[0], start) < (end if life[1] is None else min(life[1], end))
         )
     ]
     milliseconds = sum(

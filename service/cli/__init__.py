@@ -2,15 +2,15 @@
 ledger built by the composition root, and prints.
 
 This module assembles the command groups, each in a module of its own: running.py (serve,
-relay, simulate), writing.py (migrate, import, rebuild), reading.py (count, sessions, replay,
-rejected), reconciling.py (reconcile) and documents.py (the documents checked in under docs/:
-asyncapi, openapi, settings-doc)."""
+relay, simulate), writing.py (migrate, import, rebuild), reading.py (count, connections,
+sessions, replay, rejected), usage.py (usage), reconciling.py (reconcile) and documents.py (the
+documents checked in under docs/: asyncapi, openapi, settings-doc)."""
 
 from __future__ import annotations
 
 import click
 
-from service.cli import documents, reading, reconciling, running, writing
+from service.cli import documents, reading, reconciling, running, usage, writing
 from service.settings_doc import settings_help
 
 __all__ = ["cli", "main"]
@@ -32,6 +32,8 @@ for command in (
     writing.migrate,
     writing.import_,
     reading.count,
+    reading.connections,
+    usage.usage,
     reading.sessions,
     reading.replay,
     writing.rebuild,

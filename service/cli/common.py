@@ -12,7 +12,7 @@ import click
 
 from service.app.bootstrap import open_ledger
 from service.cli.loop import run
-from service.errors import ConfigurationError, TransientError
+from service.errors import ConfigurationError, InvalidQuery, TransientError
 from service.events import is_session_id
 from service.pipeline.ledger_service import LedgerService
 from service.settings import Settings, load_settings
@@ -22,6 +22,7 @@ __all__ = [
     "SettingError",
     "json_option",
     "run_process",
+    "run_query",
     "run_with_ledger",
     "session_id",
 ]
@@ -52,6 +53,20 @@ def run_with_ledger(work: Callable[[LedgerService], Awaitable[T]], **ledger_opti
         raise SettingError(str(error)) from None
     except TransientError as error:
         raise click.ClickException(f"{error}. {DATABASE_HINT}") from None
+
+
+# The option of each query field a refusal can name.
+QUERY_OPTIONS = {"at": "--at", "asOf": "--as-of", "from": "--from", "to": "--to"}
+
+
+def run_query(work: Callable[[LedgerService], Awaitable[T]], **ledger_options: Any) -> T:
+    """`run_with_ledger` for a query: a refused option is a usage error naming it."""
+    try:
+        return run_with_ledger(work, **ledger_options)
+    except InvalidQuery as error:
+        raise click.BadParameter(
+            error.message, param_hint=QUERY_OPTIONS.get(error.field, error.field)
+        ) from None
 
 
 def run_process(main: Callable[[Settings], Coroutine[Any, Any, int]]) -> None:

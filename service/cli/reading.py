@@ -1,8 +1,10 @@
-"""Commands that read the ledger and its projections: count, sessions, replay, rejected. They
-open the ledger without hooks: reading never calls one."""
+"""Commands that read the ledger and its projections: count and connections (now, or as of a
+position or a time), sessions, replay, rejected. They open the ledger without hooks: reading
+never calls one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -10,25 +12,67 @@ import click
 import orjson
 
 from service.app.process_tuning import settle_for_bulk_work
-from service.cli.common import json_option, run_with_ledger, session_id
+from service.cli.common import json_option, run_query, session_id
 from service.cli.output import Output
+from service.events import MAX_POSITION
 from service.ledger.records import rejected_to_dict
 from service.pipeline.ledger_service import LedgerService
+from service.pipeline.queries import AsOf
 
-__all__ = ["count", "rejected", "replay", "sessions"]
+__all__ = ["connections", "count", "rejected", "replay", "sessions"]
+
+
+def _as_of(command: Callable[..., None]) -> Callable[..., None]:
+    """--at and --as-of: answer as of a ledger position, or of a time."""
+    command = click.option(
+        "--as-of",
+        "as_of",
+        type=click.IntRange(0, MAX_POSITION),
+        metavar="MS",
+        help="As of the last record recorded at or before this time (ms since the epoch).",
+    )(command)
+    return click.option(
+        "--at",
+        type=click.IntRange(0, MAX_POSITION),
+        metavar="N",
+        help="As of this ledger position (at most the head).",
+    )(command)
 
 
 @click.command()
 @click.argument("session_id", metavar="SESSION", callback=session_id)
+@_as_of
 @json_option
-def count(session_id: str, as_json: bool) -> None:
-    """A session's live connection count."""
+def count(session_id: str, at: int | None, as_of: int | None, as_json: bool) -> None:
+    """A session's live connection count: now, or as of --at a position or --as-of a time."""
     out = Output(as_json)
 
     async def work(ledger: LedgerService) -> dict[str, Any]:
-        return await ledger.queries.count(session_id)
+        return await ledger.queries.count(session_id, AsOf(at, as_of).check())
 
-    out.document(run_with_ledger(work, with_hooks=False), title=f"session {session_id}")
+    out.document(run_query(work, with_hooks=False), title=f"session {session_id}")
+
+
+@click.command()
+@click.argument("session_id", metavar="SESSION", callback=session_id)
+@_as_of
+@json_option
+def connections(session_id: str, at: int | None, as_of: int | None, as_json: bool) -> None:
+    """A session's live connections: now, or as of --at a position or --as-of a time."""
+    out = Output(as_json)
+
+    async def work(ledger: LedgerService) -> dict[str, Any]:
+        return await ledger.queries.connections(session_id, AsOf(at, as_of).check())
+
+    answer = run_query(work, with_hooks=False)
+    if out.json:
+        out.document(answer)
+        return
+    out.table(
+        ["connection", "created", "data"],
+        ([c["connectionId"], c["creationTime"], c["data"]] for c in answer["connections"]),
+        title=f"session {session_id}: {answer['count']} at position {answer['position']}",
+    )
 
 
 @click.command()
@@ -51,7 +95,7 @@ def sessions(everything: bool, as_json: bool) -> None:
                 return found
             cursor = page.next
 
-    rows = run_with_ledger(work, with_hooks=False)
+    rows = run_query(work, with_hooks=False)
     if not out.json:
         out.table(["session", "count"], ([s["sessionId"], s["count"]] for s in rows))
     out.flush()
@@ -91,7 +135,7 @@ def replay(session_id: str | None, after: int, limit: int | None, as_json: bool)
                 )
         out.flush()
 
-    run_with_ledger(work, with_hooks=False)
+    run_query(work, with_hooks=False)
 
 
 @click.command()
@@ -118,4 +162,4 @@ def rejected(after: int, limit: int | None, as_json: bool) -> None:
                     )
         out.flush()
 
-    run_with_ledger(work, with_hooks=False)
+    run_query(work, with_hooks=False)

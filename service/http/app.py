@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import ErrorCode, TransientError
+from service.errors import ErrorCode, InvalidQuery, RejectCode, TransientError
 from service.http.answers import error as _error
 from service.http.answers import json as _json
 from service.http.answers import unavailable
@@ -51,6 +51,10 @@ def create_app(context: HttpContext) -> FastAPI:
         first = error.errors()[0]
         field = str(first["loc"][-1]) if first.get("loc") else None
         return _error(422, "invalid_field", f"{field}: {first['msg']}", field)
+
+    @app.exception_handler(InvalidQuery)
+    async def _invalid_query(_: Request, error: InvalidQuery) -> Response:
+        return _error(422, RejectCode.INVALID_FIELD, error.message, error.field)
 
     @app.exception_handler(TransientError)
     async def _unavailable(_: Request, error: TransientError) -> Response:

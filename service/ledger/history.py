@@ -41,6 +41,7 @@ __all__ = [
     "lives",
     "lives_of_sessions",
     "position_as_of",
+    "session_total",
     "sessions_after",
 ]
 
@@ -145,6 +146,10 @@ async def lives(connection: AsyncConnection, session_id: str) -> list[Life]:
 async def sessions_after(connection: AsyncConnection, after: str, limit: int) -> list[str]:
     """The next `limit` sessions with a record, in session id order, after `after`."""
     return list((await connection.execute(_SESSIONS_AFTER, {"after": after, "limit": limit})).scalars())
+
+
+async def session_total(connection: AsyncConnection) -> int:
+    return int((await connection.execute(text("SELECT count(*) FROM ledger_sessions"))).scalar() or 0)
 
 
 async def lives_of_sessions(connection: AsyncConnection, sessions: Sequence[str]) -> dict[str, list[Life]]:

@@ -171,7 +171,7 @@ class _Unanswered:
     async def count(self, *_: Any) -> bytes:
         raise RuntimeError("not serving")
 
-    connections = count
+    connections = usage = count
 
     async def replay(self, *_: Any) -> None:
         raise RuntimeError("not serving")

@@ -1,8 +1,8 @@
 """Request/reply over NATS, as FastStream subscribers of the queries broker: a session's count
-and connections, and replay to the requester's inbox.
+and connections (now, or as of `at` or `asOf`), its usage, and replay to the requester's inbox.
 
 Every subscriber is in the queue group QUEUE_GROUP, so with several instances each request is
-answered once. Bodies are typed (`SessionQuery`, `ReplayRequest`): FastStream validates them,
+answered once. Bodies are typed (`SessionQuery`, `UsageQuery`, `ReplayRequest`): FastStream validates them,
 after `decode_options` has read the raw bytes (empty means `{}`), and a body that breaks a rule
 is answered by `Refusals`, the one place that turns a validation error into the error body
 `{"error": "invalid_field", "message", "field"}`: as the answer of a count or connections
@@ -43,12 +43,12 @@ from pydantic import (
 )
 
 from service import schemas
-from service.errors import ErrorCode, LedgerError, RejectCode, TransientError, error_body
+from service.errors import ErrorCode, InvalidQuery, LedgerError, RejectCode, TransientError, error_body
 from service.events import MAX_POSITION, is_session_id
 from service.ledger.records import record_json
 from service.ledger.store import LedgerStore
 from service.pipeline.live_counts import LiveCounts
-from service.pipeline.queries import ProjectionQueries
+from service.pipeline.queries import AsOf, ProjectionQueries, UsageWindow
 from service.settings import Settings
 from service.streaming_readers import StreamingReaders
 from service.subjects import (
@@ -58,6 +58,7 @@ from service.subjects import (
     REPLAY,
     SESSION_CONNECTIONS,
     SESSION_COUNT,
+    SESSION_USAGE,
 )
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "ReplayRequest",
     "Responders",
     "SessionQuery",
+    "UsageQuery",
     "declare_responders",
     "refusal",
 ]
@@ -79,31 +81,61 @@ DRAIN_SECONDS = 5.0
 # The subjects as the document shows them: `{sessionId}` is a FastStream path parameter.
 COUNT_SUBJECT = SESSION_COUNT.format(session_id="{sessionId}")
 CONNECTIONS_SUBJECT = SESSION_CONNECTIONS.format(session_id="{sessionId}")
+USAGE_SUBJECT = SESSION_USAGE.format(session_id="{sessionId}")
 POSITION_RULE = f"must be an integer from 0 to {MAX_POSITION}"
 NOT_AN_OBJECT = "the request body must be empty or a JSON object"
 # The message of a refusal naming each field (the contract's wording).
 FIELD_RULES = {
     "minPosition": f"minPosition {POSITION_RULE}",
+    "at": f"at {POSITION_RULE}",
+    "asOf": f"asOf {POSITION_RULE} (ms since the epoch)",
+    "from": f"from {POSITION_RULE} (ms since the epoch)",
+    "to": f"to {POSITION_RULE} (ms since the epoch)",
     "after": f"after {POSITION_RULE}",
     "limit": f"limit {POSITION_RULE}",
     "sessionId": "sessionId must be a valid session id",
 }
 
 
+def _optional_int(alias: str, description: str) -> Any:
+    return Field(None, alias=alias, ge=0, le=MAX_POSITION, description=description)
+
+
+_MIN_POSITION = (
+    "Answer only once the ledger holds this position (waits up to LEDGER_MIN_POSITION_WAIT seconds)"
+)
+
+
 class SessionQuery(BaseModel):
-    """The body of a count or connections request: empty, `{}` or `{"minPosition": n}`."""
+    """The body of a count or connections request: empty, `{}`, or options: `minPosition`, and
+    `at` or `asOf` to answer as of a position or a time."""
 
     # Unknown fields are ignored, as they always were.
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
-    min_position: StrictInt | None = Field(
-        None,
-        alias="minPosition",
-        ge=0,
-        le=MAX_POSITION,
-        description="Answer only once the ledger holds this position (waits up to "
-        "LEDGER_MIN_POSITION_WAIT seconds)",
+    min_position: StrictInt | None = _optional_int("minPosition", _MIN_POSITION)
+    at: StrictInt | None = _optional_int(
+        "at", "Answer as of this ledger position (at most the head); `position` says it"
     )
+    as_of: StrictInt | None = _optional_int(
+        "asOf",
+        "Answer as of the last record recorded at or before this time (ms since the epoch, "
+        "compared with recordedAt); `position` says which",
+    )
+
+    @property
+    def when(self) -> AsOf:
+        return AsOf(self.at, self.as_of)
+
+
+class UsageQuery(BaseModel):
+    """The body of a usage request: empty, `{}`, or the window `{"from": ms, "to": ms}`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    start: StrictInt | None = _optional_int("from", "Window start, ms of event time (default 0)")
+    end: StrictInt | None = _optional_int("to", "Window end, ms, excluded (default now)")
+    min_position: StrictInt | None = _optional_int("minPosition", _MIN_POSITION)
 
 
 class ReplayRequest(BaseModel):
@@ -170,6 +202,8 @@ class Answering(Protocol):
 
     async def connections(self, session_id: str, query: SessionQuery) -> bytes: ...
 
+    async def usage(self, session_id: str, query: UsageQuery) -> bytes: ...
+
     async def replay(self, request: ReplayRequest, inbox: str) -> None: ...
 
     async def refuse_replay(self, inbox: str, body: dict[str, str | None], after: int) -> None: ...
@@ -209,6 +243,7 @@ CountAnswer = Annotated[dict[str, Any], WithJsonSchema({**schemas.COUNT_ANSWER, 
 ConnectionsAnswer = Annotated[
     dict[str, Any], WithJsonSchema({**schemas.CONNECTIONS_ANSWER, "title": "ConnectionsAnswer"})
 ]
+UsageAnswer = Annotated[dict[str, Any], WithJsonSchema({**schemas.USAGE_ANSWER, "title": "UsageAnswer"})]
 ErrorAnswer = Annotated[dict[str, Any], WithJsonSchema({**schemas.ERROR, "title": "Error"})]
 Record = Annotated[dict[str, Any], WithJsonSchema({**schemas.RECORD, "title": "Record"})]
 
@@ -217,6 +252,15 @@ def _session_handler(
     answer: Callable[[str, SessionQuery], Awaitable[bytes]],
 ) -> Callable[[SessionQuery, str], Awaitable[bytes]]:
     async def handle(query: SessionQuery, session_id: Annotated[str, Path("sessionId")]) -> bytes:
+        return await answer(session_id, query)
+
+    return handle
+
+
+def _usage_handler(
+    answer: Callable[[str, UsageQuery], Awaitable[bytes]],
+) -> Callable[[UsageQuery, str], Awaitable[bytes]]:
+    async def handle(query: UsageQuery, session_id: Annotated[str, Path("sessionId")]) -> bytes:
         return await answer(session_id, query)
 
     return handle
@@ -263,6 +307,15 @@ def declare_responders(broker: NatsBroker, answering: Answering) -> Any:
     ):
         subscribers[title] = _subscriber(broker, subject, title, description=description)
         subscribers[title](_session_handler(answer))
+    _subscriber(
+        broker,
+        USAGE_SUBJECT,
+        "usage",
+        description="Request/reply: a session's usage over [from, to) (ms of event time). Body empty, "
+        '{} or {"from": ms, "to": ms, "minPosition": n}; the window defaults to the session\'s whole '
+        "life up to now. The answer is a UsageAnswer, or an Error (invalid_field naming sessionId, "
+        "from, to or minPosition; unavailable).",
+    )(_usage_handler(answering.usage))
 
     @_subscriber(
         broker,
@@ -288,6 +341,7 @@ def declare_responders(broker: NatsBroker, answering: Answering) -> Any:
             ConnectionsAnswer | ErrorAnswer,
             "The answer to a connections request",
         ),
+        (USAGE_SUBJECT, "usageAnswer", UsageAnswer | ErrorAnswer, "The answer to a usage request"),
         (
             REPLAY,
             "replayRecords",
@@ -374,7 +428,12 @@ class Responders:
         self.counts = counts
 
     async def count(self, session_id: str, query: SessionQuery) -> bytes:
-        if query.min_position is None and is_session_id(session_id):
+        if (
+            query.min_position is None
+            and query.at is None
+            and query.as_of is None
+            and is_session_id(session_id)
+        ):
             # A plain count is answered from memory, at once.
             answer = self.counts.count_now(session_id)
             if answer is not None:
@@ -384,21 +443,43 @@ class Responders:
     async def connections(self, session_id: str, query: SessionQuery) -> bytes:
         return await self._answer(session_id, query, connections=True)
 
+    async def usage(self, session_id: str, query: UsageQuery) -> bytes:
+        async def answer() -> dict[str, Any]:
+            window = UsageWindow(query.start, query.end)
+            window.resolve()  # a bad window is refused before any wait
+            await self._wait(query.min_position)
+            return await self.queries.usage(session_id, window)
+
+        return await self._answered(session_id, answer)
+
     async def _answer(self, session_id: str, query: SessionQuery, connections: bool) -> bytes:
+        async def answer() -> dict[str, Any]:
+            min_position = query.min_position
+            when = query.when.check()
+            if connections:
+                await self._wait(min_position)
+                return await self.queries.connections(session_id, when)
+            if not when.now:
+                await self._wait(min_position)
+                return await self.queries.count(session_id, when)
+            return await self.counts.count(session_id, min_position, self.settings.min_position_wait)
+
+        return await self._answered(session_id, answer)
+
+    async def _wait(self, min_position: int | None) -> None:
+        # The database is always at least as far as the in-memory counts.
+        if min_position:
+            await self.counts.wait_for(min_position, self.settings.min_position_wait)
+
+    async def _answered(self, session_id: str, answer: Callable[[], Awaitable[dict[str, Any]]]) -> bytes:
+        """The answer's bytes, or the error body of what went wrong."""
         try:
             if not is_session_id(session_id):
                 raise BadRequest("the sessionId in the subject is not a valid session id", "sessionId")
-            min_position = query.min_position
-            wait = self.settings.min_position_wait
-            if connections:
-                # The database is always at least as far as the in-memory counts.
-                if min_position:
-                    await self.counts.wait_for(min_position, wait)
-                answer = await self.queries.connections(session_id)
-            else:
-                answer = await self.counts.count(session_id, min_position, wait)
-            return orjson.dumps(answer)
+            return orjson.dumps(await answer())
         except BadRequest as error:
+            return orjson.dumps(error_body(RejectCode.INVALID_FIELD, error.message, error.field))
+        except InvalidQuery as error:
             return orjson.dumps(error_body(RejectCode.INVALID_FIELD, error.message, error.field))
         except TransientError as error:
             return orjson.dumps(error_body(ErrorCode.UNAVAILABLE, str(error)))

@@ -8,7 +8,7 @@ snapshot as the answer itself (the projection's checkpoint, or the position aske
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,9 +186,15 @@ class ProjectionQueries:
                     lives = await history.lives(connection, session_id)
         return {**usage(session_id, lives, start, end), "position": position}
 
+    async def session_total(self) -> int:
+        """How many sessions have a record (for a progress bar)."""
+        with transient_errors():
+            async with self.engine.connect() as connection:
+                return await history.session_total(connection)
+
     async def usage_of_every_session(
         self, window: UsageWindow = UsageWindow()
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The usage of every session with a record, in session id order, a page of
         USAGE_PAGE_SESSIONS sessions at a time: memory is one page's connections. Each page is
         read in a snapshot of its own; `position` says which."""

@@ -10,8 +10,9 @@ create: the connection then lasted no time at all (its end is taken as its start
 Over the window `[start, end)`:
 
 - `connections`: the counted connections that were there at some moment of the window: a
-  life `[s, e)` with `s < end` and `e > start`; a life of no length, `s == e`, is the instant
-  `s` and is there when `start <= s < end`;
+  life `[s, e)` that shares an instant with it (`max(s, start) < min(e, end)`); a life of no
+  length, `s == e`, is the instant `s` and is there when `start <= s < end`. An empty window
+  (`start == end`) has no instant, and no connection;
 - `connectionMilliseconds`: the sum of their lives clipped to the window;
 - `byReason`: those of them whose destroy falls inside the window (`e < end`), by the
   destroy's reason; `open`: the others, still there when the window ends. So
@@ -62,9 +63,9 @@ def usage(session_id: str, lives: Iterable[Life], start: int, end: int) -> dict[
                 continue
             instants[s] += 1
         else:
-            if s >= end or (e is not None and e <= start):
-                continue
             first, last = max(s, start), end if e is None else min(e, end)
+            if first >= last:
+                continue
             milliseconds += last - first
             changes.append((first, 1))
             if e is not None and e < end:

@@ -262,7 +262,7 @@ async def test_an_invalid_session_id_in_the_subject_is_refused_naming_session_id
 async def test_a_database_out_of_reach_is_answered_unavailable(
     ledger: LedgerService, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def unreachable(_: str) -> dict[str, Any]:
+    async def unreachable(*_: Any) -> dict[str, Any]:
         raise TransientError("the database is unavailable")
 
     monkeypatch.setattr(ledger.queries, "connections", unreachable)
@@ -281,6 +281,7 @@ async def test_each_subscriber_answers_in_the_queue_group_at_most_max_in_flight_
     assert set(subscribers) == {
         "ledger.sessions.{sessionId}.count",
         "ledger.sessions.{sessionId}.connections",
+        "ledger.sessions.{sessionId}.usage",
         "ledger.replay",
     }
     for subscriber in subscribers.values():

@@ -180,6 +180,7 @@ def test_import_and_every_command_on_the_imported_ledger(database_url: str, tmp_
         refused = _connledger(env, tmp_path, *args)
         assert refused.returncode == 2
         assert "a sessionId is 1 to 256 characters" in refused.stderr.decode()
+    _check_time_travel_and_usage(env, tmp_path)
     active = _ndjson(_ok(_connledger(env, tmp_path, "sessions")).stdout)
     assert active == SESSIONS_ALL[:2]
     assert _ndjson(_ok(_connledger(env, tmp_path, "sessions", "--all")).stdout) == SESSIONS_ALL
@@ -202,6 +203,41 @@ def test_import_and_every_command_on_the_imported_ledger(database_url: str, tmp_
         *SESSIONS_ALL[:2],
         {"sessionId": "S3", "count": 1},
     ]
+
+
+def _check_time_travel_and_usage(env: dict[str, str], tmp_path: Path) -> None:
+    """count and connections --at/--as-of, usage as NDJSON and CSV, and their refusals, on the
+    imported ledger (positions as in the replay above)."""
+    at_two = orjson.loads(_ok(_connledger(env, tmp_path, "count", "S1", "--at", "2")).stdout)
+    assert at_two == {"sessionId": "S1", "count": 2, "position": 2}
+    before = orjson.loads(_ok(_connledger(env, tmp_path, "count", "S1", "--as-of", "0")).stdout)
+    assert before == {"sessionId": "S1", "count": 0, "position": 0}
+    at_four = orjson.loads(_ok(_connledger(env, tmp_path, "connections", "S1", "--at", "4", "--json")).stdout)
+    assert [c["connectionId"] for c in at_four["connections"]] == ["b"]
+    usage = _ndjson(_ok(_connledger(env, tmp_path, "usage")).stdout)
+    assert [(u["sessionId"], u["connections"], u["open"], u["byReason"]) for u in usage] == [
+        ("S1", 2, 1, {"clientDisconnected": 1}),
+        ("S2", 1, 1, {}),
+        ("S3", 1, 0, {"networkDisconnected": 1}),
+    ]
+    table = _ok(_connledger(env, tmp_path, "usage", "--format", "csv")).stdout.decode().splitlines()
+    assert table[0].startswith("sessionId,from,to,peakCount,peakTimestamp,connectionMilliseconds")
+    assert [line.split(",")[0] for line in table[1:]] == ["S1", "S2", "S3"]
+    one = _ndjson(
+        _ok(_connledger(env, tmp_path, "usage", "--session", "S3", "--from", "0", "--to", "1")).stdout
+    )
+    assert (one[0]["from"], one[0]["to"], one[0]["connections"]) == (0, 1, 0)
+    for args, named in (
+        (["count", "S1", "--at", "7"], "--at"),
+        (["count", "S1", "--at", "1", "--as-of", "5"], "--as-of"),
+        (["connections", "S1", "--at", "-1"], "--at"),
+        (["usage", "--from", "10", "--to", "5"], "--from"),
+        (["usage", "--to", "soon"], "--to"),
+        (["usage", "--format", "xml"], "--format"),
+    ):
+        refused = _connledger(env, tmp_path, *args)
+        assert refused.returncode == 2, (args, refused.stderr)
+        assert named in refused.stderr.decode(), (args, refused.stderr)
 
 
 def test_a_missing_file_is_an_error_that_names_it(tmp_path: Path) -> None:

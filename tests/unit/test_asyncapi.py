@@ -30,6 +30,7 @@ def test_the_document_names_every_subject_and_rejection_code() -> None:
         "ledger.head",
         "ledger.sessions.{sessionId}.count",
         "ledger.sessions.{sessionId}.connections",
+        "ledger.sessions.{sessionId}.usage",
         "ledger.replay",
     }
     assert all(code.value in channels["rejected"]["description"] for code in RejectCode)
@@ -40,22 +41,27 @@ def test_the_document_names_every_subject_and_rejection_code() -> None:
         "events": "receive",
         "count": "receive",
         "connections": "receive",
+        "usage": "receive",
         "replay": "receive",
         "records": "send",
         "rejected": "send",
         "head": "send",
         "countAnswer": "send",
         "connectionsAnswer": "send",
+        "usageAnswer": "send",
         "replayRecords": "send",
     }
     # The request/reply subscribers answer in one queue group.
-    for name in ("count", "connections", "replay"):
+    for name in ("count", "connections", "usage", "replay"):
         assert channels[name]["bindings"]["nats"]["queue"] == "connection-ledger"
 
 
 def test_the_document_carries_the_bodies() -> None:
     schemas = asyncapi_document(Settings())["components"]["schemas"]
-    assert set(schemas["SessionQuery"]["properties"]) == {"minPosition"}
+    assert set(schemas["SessionQuery"]["properties"]) == {"minPosition", "at", "asOf"}
+    assert set(schemas["UsageQuery"]["properties"]) == {"from", "to", "minPosition"}
+    usage = schemas["usageAnswer:Message:Payload"]["anyOf"][0]
+    assert set(usage["required"]) >= {"peak", "connectionMilliseconds", "byReason", "open"}
     assert set(schemas["ReplayRequest"]["properties"]) == {"after", "limit", "sessionId"}
     events = schemas["events:Message:Payload"]["oneOf"]
     assert [event["title"] for event in events] == ["NativeEvent", "VonageEvent"]

@@ -30,6 +30,7 @@ def test_the_document_describes_every_route_of_the_api() -> None:
         "/v1/sessions",
         "/v1/sessions/{session_id}",
         "/v1/sessions/{session_id}/count",
+        "/v1/sessions/{session_id}/usage",
         "/v1/sessions/{session_id}/stream",
         "/v1/rejected",
         "/healthz",

@@ -1,17 +1,40 @@
-"""Queries: a session's live connections and count, and the sessions with their counts, paged.
-`minPosition` waits (up to LEDGER_MIN_POSITION_WAIT) for the ledger to reach that position."""
+"""Queries: a session's live connections and count (now, or as of `at` a position or `asOf` a
+time), its usage over a window, and the sessions with their counts, paged. `minPosition` waits
+(up to LEDGER_MIN_POSITION_WAIT) for the ledger to reach that position."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from service.events import MAX_POSITION
 from service.http.answers import json as _json
 from service.http.context import HttpContext
 from service.http.intake import HttpRejection
 from service.http.parameters import OptionalPosition, check_session
+from service.pipeline.queries import AsOf, UsageWindow
 
 __all__ = ["MAX_SESSIONS_PAGE", "router"]
+
+At = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=MAX_POSITION,
+        description="Answer as of this ledger position (at most the head); `position` says it",
+    ),
+]
+AsOfTime = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=MAX_POSITION,
+        description="Answer as of the last record recorded at or before this time (ms since the "
+        "epoch, compared with recordedAt); `position` says which",
+    ),
+]
 
 # The most sessions `GET /v1/sessions` answers in one page.
 MAX_SESSIONS_PAGE = 1000
@@ -29,17 +52,56 @@ def router(context: HttpContext) -> APIRouter:
             await context.counts.wait_for(min_position, settings.min_position_wait)
 
     @routes.get("/v1/sessions/{session_id}", tags=["queries"], summary="A session's live connections")
-    async def get_session(session_id: str, minPosition: OptionalPosition = None) -> Response:  # noqa: N803
+    async def get_session(
+        session_id: str,
+        minPosition: OptionalPosition = None,  # noqa: N803
+        at: At = None,
+        asOf: AsOfTime = None,  # noqa: N803
+    ) -> Response:
         check_session(session_id)
+        when = AsOf(at, asOf).check()
         await _wait(minPosition)
-        return _json(await ledger.queries.connections(session_id))
+        return _json(await ledger.queries.connections(session_id, when))
 
     # Most plain requests are answered before routing, from memory (service/http/fast_count.py);
     # this route answers the rest, errors included, and is what the OpenAPI document describes.
     @routes.get("/v1/sessions/{session_id}/count", tags=["queries"], summary="A session's connection count")
-    async def get_count(session_id: str, minPosition: OptionalPosition = None) -> Response:  # noqa: N803
+    async def get_count(
+        session_id: str,
+        minPosition: OptionalPosition = None,  # noqa: N803
+        at: At = None,
+        asOf: AsOfTime = None,  # noqa: N803
+    ) -> Response:
         check_session(session_id)
-        return _json(await context.counts.count(session_id, minPosition, settings.min_position_wait))
+        when = AsOf(at, asOf).check()
+        if when.now:
+            return _json(await context.counts.count(session_id, minPosition, settings.min_position_wait))
+        await _wait(minPosition)
+        return _json(await ledger.queries.count(session_id, when))
+
+    @routes.get(
+        "/v1/sessions/{session_id}/usage",
+        tags=["queries"],
+        summary="A session's usage over a window: peak, connection-milliseconds, connections, "
+        "destroys by reason, still open",
+    )
+    async def get_usage(
+        session_id: str,
+        start: Annotated[
+            int | None,
+            Query(
+                alias="from", ge=0, le=MAX_POSITION, description="Window start, ms of event time (default 0)"
+            ),
+        ] = None,
+        end: Annotated[
+            int | None,
+            Query(alias="to", ge=0, le=MAX_POSITION, description="Window end, ms, excluded (default now)"),
+        ] = None,
+        minPosition: OptionalPosition = None,  # noqa: N803
+    ) -> Response:
+        check_session(session_id)
+        await _wait(minPosition)
+        return _json(await ledger.queries.usage(session_id, UsageWindow(start, end)))
 
     @routes.get("/v1/sessions", tags=["queries"], summary="Sessions with their counts, paged")
     async def get_sessions(

@@ -458,7 +458,7 @@ function startSession(sessionId) {
       if (p.low !== p.high) node("line", { x1: f.x(p.t), x2: f.x(p.t), y1: f.y(p.low), y2: f.y(p.high), class: "range" }, f.plot);
     }
     node("path", { d, class: "line" }, f.plot);
-    if (series.length <= 400) {
+    if (series.length <= 200) {
       for (const p of series) {
         const dot = node("circle", { cx: f.x(p.t), cy: f.y(p.count), r: 2.6, class: "point" }, f.plot);
         dot.dataset.position = p.position;

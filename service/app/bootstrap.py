@@ -16,6 +16,7 @@ from service.ledger.sqlite import SqliteStore
 from service.ledger.store import LedgerStore, database_setting_errors, transient_errors
 from service.metrics import Metrics
 from service.pipeline.batches import Pipeline
+from service.pipeline.dashboard import DashboardQueries
 from service.pipeline.ledger_service import LedgerService
 from service.pipeline.live_counts import LiveCounts
 from service.pipeline.queries import ProjectionQueries
@@ -57,7 +58,10 @@ async def open_ledger(
         metrics = Metrics()
         pipeline = Pipeline(store, hooks, settings.subject_prefix, metrics, settings.hook_claim_timeout)
         streaming = StreamingReaders(settings.max_streaming_readers, metrics)
-        yield LedgerService(settings, store, ProjectionQueries(engine), pipeline, metrics, streaming)
+        # The dashboard's reads span a time window: on the readers' pool, away from appends.
+        dashboard = DashboardQueries(readers)
+        queries = ProjectionQueries(engine)
+        yield LedgerService(settings, store, queries, pipeline, metrics, streaming, dashboard)
     finally:
         await readers.dispose()
         await engine.dispose()

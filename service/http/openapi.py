@@ -13,6 +13,7 @@ from service.http.context import HttpContext
 from service.ledger.store import LedgerStore
 from service.metrics import Metrics
 from service.pipeline.batches import Pipeline
+from service.pipeline.dashboard import DashboardQueries
 from service.pipeline.ledger_service import LedgerService
 from service.pipeline.live_counts import LiveCounts
 from service.pipeline.queries import ProjectionQueries
@@ -54,6 +55,7 @@ def openapi_document() -> dict[str, Any]:
         pipeline=cast(Pipeline, _Absent("pipeline")),
         metrics=cast(Metrics, _Absent("metrics")),
         streaming=cast(StreamingReaders, _Absent("streaming")),
+        dashboard=cast(DashboardQueries, _Absent("dashboard")),
     )
     context = HttpContext(
         ledger=ledger,

@@ -1,5 +1,5 @@
 """The service's objects as the edges see them: settings, the store, the session queries, the
-pipeline, the metrics and the streaming readers' cap."""
+pipeline, the metrics, the streaming readers' cap and the dashboard's queries."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from service.ledger.store import LedgerStore
 from service.metrics import Metrics
 from service.pipeline.batches import Pipeline
+from service.pipeline.dashboard import DashboardQueries
 from service.pipeline.queries import ProjectionQueries
 from service.settings import Settings
 from service.streaming_readers import StreamingReaders
@@ -25,3 +26,4 @@ class LedgerService:
     pipeline: Pipeline
     metrics: Metrics
     streaming: StreamingReaders
+    dashboard: DashboardQueries

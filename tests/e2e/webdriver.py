@@ -1,8 +1,10 @@
-"""The few W3C WebDriver calls the dashboard test needs, spoken to chromedriver over HTTP
-(no Selenium: a page to open and a script to run are all we ask of the browser)."""
+"""The few W3C WebDriver calls the dashboard test and scripts/screenshots.py need, spoken to
+chromedriver over HTTP (no Selenium: a page to open, a script to run and a picture to take are
+all we ask of the browser)."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 import time
@@ -22,7 +24,7 @@ def find_browser() -> tuple[str, str] | None:
 
 
 class Browser:
-    def __init__(self, browser: str, driver: str) -> None:
+    def __init__(self, browser: str, driver: str, arguments: tuple[str, ...] = ()) -> None:
         port = free_port()
         self.process = subprocess.Popen(
             [driver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -41,6 +43,7 @@ class Browser:
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
+                *arguments,
             ],
         }
         answer = self._call(
@@ -75,6 +78,23 @@ class Browser:
                 return seen
             time.sleep(0.2)
         return seen
+
+    def wait_until(self, script: str, timeout: float = 30) -> Any:
+        """Run `script` (a function body that returns) until what it returns is truthy, or the
+        time is up; returns the last answer."""
+        deadline = time.monotonic() + timeout
+        seen = self.run(script)
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.2)
+            seen = self.run(script)
+        return seen
+
+    def resize(self, width: int, height: int) -> None:
+        self._call("POST", f"/session/{self.session}/window/rect", {"width": width, "height": height})
+
+    def screenshot(self) -> bytes:
+        """The visible part of the page, as PNG."""
+        return base64.b64decode(self._call("GET", f"/session/{self.session}/screenshot"))
 
     def close(self) -> None:
         try:

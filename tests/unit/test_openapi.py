@@ -32,6 +32,8 @@ def test_the_document_describes_every_route_of_the_api() -> None:
         "/v1/sessions/{session_id}/count",
         "/v1/sessions/{session_id}/usage",
         "/v1/sessions/{session_id}/stream",
+        "/v1/sessions/{session_id}/history",
+        "/v1/overview",
         "/v1/rejected",
         "/healthz",
         "/readyz",

@@ -1,6 +1,7 @@
 """Queries: a session's live connections and count (now, or as of `at` a position or `asOf` a
 time), its usage over a window, and the sessions with their counts, paged. `minPosition` waits
-(up to LEDGER_MIN_POSITION_WAIT) for the ledger to reach that position."""
+(up to LEDGER_MIN_POSITION_WAIT) for the ledger to reach that position. The dashboard's two
+reads, a session's history and the overview of a recent window, are here too."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from service.http.intake import HttpRejection
 from service.http.parameters import OptionalPosition, check_session
 from service.pipeline.queries import AsOf, UsageWindow
 
-__all__ = ["MAX_SESSIONS_PAGE", "router"]
+__all__ = ["MAX_HISTORY_POINTS", "MAX_SESSIONS_PAGE", "router"]
 
 At = Annotated[
     int | None,
@@ -38,6 +39,8 @@ AsOfTime = Annotated[
 
 # The most sessions `GET /v1/sessions` answers in one page.
 MAX_SESSIONS_PAGE = 1000
+# The most points `GET /v1/sessions/{id}/history` answers.
+MAX_HISTORY_POINTS = 5000
 
 
 def router(context: HttpContext) -> APIRouter:
@@ -123,5 +126,36 @@ def router(context: HttpContext) -> APIRouter:
                 422, "invalid_field", "cursor is not one this service issued", "cursor"
             ) from None
         return _json({"sessions": page.sessions, "next": page.next})
+
+    @routes.get(
+        "/v1/sessions/{session_id}/history",
+        tags=["queries"],
+        summary="A session's count over its latest records, down-sampled, with its vetoed and "
+        "synthetic records",
+    )
+    async def get_history(
+        session_id: str,
+        points: int = Query(
+            600,
+            ge=1,
+            le=MAX_HISTORY_POINTS,
+            description="Most points; past it, each point is the last record of a run of records",
+        ),
+    ) -> Response:
+        check_session(session_id)
+        return _json(await ledger.dashboard.history(session_id, points))
+
+    @routes.get(
+        "/v1/overview",
+        tags=["queries"],
+        summary="Live connections, records, vetoes and rejections over the last minutes, in "
+        "buckets, and the sessions with the highest count",
+    )
+    async def get_overview(
+        minutes: int = Query(60, ge=1, le=1440, description="The window: the last this many minutes"),
+        buckets: int = Query(60, ge=1, le=720, description="Buckets the window is cut into"),
+        top: int = Query(10, ge=1, le=100, description="Sessions in topSessions"),
+    ) -> Response:
+        return _json(await ledger.dashboard.overview(minutes, buckets, top))
 
     return routes

@@ -49,6 +49,7 @@ from bench.harness.figures import Figures, median_figures, say, table, verdict  
 from bench.harness.metrics import value  # noqa: E402
 from bench.harness.nats_server import NatsServer  # noqa: E402
 from bench.harness.service import (  # noqa: E402
+    PY_SPY,
     Service,
     add_service_arguments,
     parse_service_arguments,
@@ -136,8 +137,9 @@ def routes(args: argparse.Namespace) -> list[Route]:
     token_seconds = int(3600 + 10 * args.repeat * (len(PLATFORMS) + 1) * (args.seconds + args.warmup))
     found = [Route(BASELINE, "/v1/events", _native_requests(args.seed, args.sessions))]
     for offset, platform in enumerate(PLATFORMS, start=1):
-        requests = _platform_requests(platform, args.seed + offset, args.sessions, token_seconds)
-        found.append(Route(platform, f"/v1/callbacks/{platform}", requests))
+        if platform in args.platforms:
+            requests = _platform_requests(platform, args.seed + offset, args.sessions, token_seconds)
+            found.append(Route(platform, f"/v1/callbacks/{platform}", requests))
     return found
 
 
@@ -189,6 +191,16 @@ async def measure(
     count = int(args.requests or args.rate_ceiling * seconds)
     await asyncio.to_thread(write_pool, route, count, host, pool)
     before = await counters(service)
+    profiler = None
+    if args.profile_dir is not None and service.pid is not None:
+        # This route's window alone, the service and its relay child: collapsed stacks.
+        output = args.profile_dir / f"{route.name}-{int(time.time())}.txt"
+        profiler = await asyncio.create_subprocess_exec(
+            *[PY_SPY, "record", "--pid", str(service.pid), "--subprocesses", "--format", "raw"],
+            *["--rate", "200", "--duration", f"{max(1, int(seconds))}", "--output", str(output)],
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
     window = CpuWindow()
     window.start()
     figures = await run_wrk(
@@ -200,6 +212,8 @@ async def measure(
         [str(pool), str(args.threads)],
     )
     cpu = window.stop(service.pid, nats_pid)
+    if profiler is not None:
+        await profiler.wait()
     figures |= await settled(service, before, figures.get("ok", 0.0))
     await asyncio.to_thread(pool.unlink)
     return figures | {"cpu_service": cpu.get("cpu_service", float("nan"))}
@@ -210,12 +224,9 @@ async def amain(args: argparse.Namespace, folder: Path, pg_url: str) -> list[dic
     backend = make_backend(args.backend, folder, pg_url, "bench_webhooks")
     runs: list[dict[str, Figures]] = []
     (folder / "nats").mkdir()
-    profile = (
-        args.profile_dir / f"webhooks-{args.backend}-{int(time.time())}.txt" if args.profile_dir else None
-    )
     async with NatsServer(folder / "nats") as server, backend.fresh() as url:
         settings = {**SECRETS, "LEDGER_HOOKS": ""} | service_settings(args)
-        service = Service(server.url, url, folder, "FULL", profile, settings)
+        service = Service(server.url, url, folder, "FULL", None, settings)
         async with running_service(service):
             if args.warmup > 0:
                 for route in all_routes:
@@ -245,7 +256,7 @@ def report(runs: list[dict[str, Figures]], args: argparse.Namespace, command: st
         f"{args.connections} connections, {args.seconds:g} s a route, medians of {len(runs)}\n"
     )
     rows = []
-    order = [BASELINE, *PLATFORMS]
+    order = [BASELINE, *args.platforms]
     for name in order:
         m = medians[name]
         ratio = m["rps"] / base
@@ -328,8 +339,16 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=0, help="a route's pool, overriding --rate-ceiling")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--platforms",
+        default=",".join(PLATFORMS),
+        help="which, comma-separated (POST /v1/events always runs)",
+    )
     add_service_arguments(parser)
     args = parse_service_arguments(parser)
+    args.platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
+    if set(args.platforms) - set(PLATFORMS):
+        parser.error(f"--platforms: choose among {', '.join(PLATFORMS)}")
     require_wrk()
     command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
     runs = run_in_folder("bench-webhooks-", args, amain)

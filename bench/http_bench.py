@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness.databases import PostgresBackend, postgres_server  # noqa: E402
+from bench.harness.databases import PostgresBackend, add_database_arguments, postgres_server  # noqa: E402
 from bench.harness.nats_server import (  # noqa: E402
     free_port,
     jetstream_arguments,
@@ -45,22 +44,10 @@ from bench.harness.nats_server import (  # noqa: E402
     stop_process,
     wait_for_port,
 )
+from bench.harness.wrk import require_wrk, run_wrk_sync  # noqa: E402
 from service.simulation.traffic import generate  # noqa: E402
 
 BIN = Path(sys.executable).parent
-
-
-def wrk(url: str, seconds: int) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url], capture_output=True, text=True, check=True
-    ).stdout
-    figures = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
-    for label in ("50", "90", "99"):
-        match = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out)
-        if match:
-            value, unit = float(match.group(1)), match.group(2)
-            figures[f"p{label}_ms"] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-    return figures
 
 
 BARE_APP = """
@@ -93,16 +80,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument(
-        "--pg-url", default=None, help="admin URL of a PostgreSQL server (default: as bench/ingest_nats.py)"
-    )
+    add_database_arguments(parser, both=False)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
-    for tool in ("wrk", "curl"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} is needed: apt-get install {tool}")
+    require_wrk()
+    if shutil.which("curl") is None:
+        sys.exit("curl is needed: apt-get install curl")
 
     work = Path(tempfile.mkdtemp(prefix="ledger-http-bench-"))
     processes: list[subprocess.Popen[bytes]] = []
@@ -168,7 +152,7 @@ def main() -> None:
         )
         processes.append(bare)
         wait_for_port(bare_port)
-        baseline = wrk(f"http://127.0.0.1:{bare_port}/count", args.seconds)
+        baseline = run_wrk_sync(f"http://127.0.0.1:{bare_port}/count", args.seconds)
         bare.terminate()
         simulate = subprocess.Popen(
             [
@@ -188,7 +172,7 @@ def main() -> None:
         )
         processes.append(simulate)
         time.sleep(2)
-        counted = wrk(f"{base}/v1/sessions/{session_id}/count", args.seconds)
+        counted = run_wrk_sync(f"{base}/v1/sessions/{session_id}/count", args.seconds)
         simulate.wait(60)
 
         # 2. /v1/events streaming, beside `connledger replay` of the same ledger.

@@ -58,6 +58,7 @@ from bench.harness.databases import (  # noqa: E402
     postgres_server,
 )
 from bench.harness.figures import Figures, median_figures, say, table  # noqa: E402
+from bench.harness.service import add_service_arguments, parse_service_arguments  # noqa: E402
 from bench.harness.traffic import make_traffic, run_loop, warm_up  # noqa: E402
 from bench.phases import client_ceiling, latency, naive_faststream, queries, service_ingest  # noqa: E402
 from bench.phases.context import Context, Rows  # noqa: E402
@@ -141,28 +142,9 @@ def main() -> None:
     parser.add_argument("--query-seconds", type=float, default=10)
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="SQLite durability")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    parser.add_argument(
-        "--profile-dir",
-        type=Path,
-        default=None,
-        help="record each service with py-spy (BENCH_PY_SPY or py-spy on PATH) into this folder, as "
-        "collapsed stacks; a diagnostic: the profiler's own CPU use skews the figures",
-    )
-    parser.add_argument(
-        "--service-setting",
-        action="append",
-        default=[],
-        metavar="LEDGER_X=VALUE",
-        help="a setting for each service started (repeatable), e.g. LEDGER_RELAY_MODE=off",
-    )
-    args = parser.parse_args()
-    for setting in args.service_setting:
-        if not setting.startswith("LEDGER_") or "=" not in setting:
-            parser.error(f"--service-setting {setting!r}: write it as LEDGER_NAME=VALUE")
+    add_service_arguments(parser)
+    args = parse_service_arguments(parser)
     args.phases = {p.strip() for p in args.phases.split(",") if p.strip()}
-    if args.profile_dir is not None:
-        args.profile_dir = args.profile_dir.resolve()
-        args.profile_dir.mkdir(parents=True, exist_ok=True)
     unknown = args.phases - set(names)
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")

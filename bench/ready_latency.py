@@ -27,14 +27,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import contextlib
 import multiprocessing
 import os
 import shlex
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import nats
@@ -49,12 +46,11 @@ from bench.harness.databases import (
     add_database_arguments,
     backend_names,
     make_backend,
-    postgres_server,
 )
 from bench.harness.figures import say, spread_ms
 from bench.harness.nats_server import NatsServer
-from bench.harness.service import Service
-from bench.harness.traffic import make_traffic, publish_paced, run_loop, warm_up
+from bench.harness.service import Service, add_service_arguments, parse_service_arguments, service_settings
+from bench.harness.traffic import make_traffic, publish_paced, run_in_folder, warm_up
 
 MS = 1000.0
 
@@ -75,7 +71,7 @@ async def one_run(
 
         await listener.subscribe("ledger.records.>", cb=on_record, pending_msgs_limit=1_000_000)
         await listener.flush()
-        settings = dict(setting.split("=", 1) for setting in args.service_setting)
+        settings = service_settings(args)
         service = Service(server.url, url, folder, "FULL", settings=settings)
         try:
             # The publisher connects first and waits for the word: "ready" -> its first
@@ -176,20 +172,10 @@ def main() -> None:
     parser.add_argument("--early", type=float, default=2.0, help="seconds after ready counted as early")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument(
-        "--service-setting", action="append", default=[], metavar="LEDGER_X=VALUE", help="repeatable"
-    )
-    args = parser.parse_args()
+    add_service_arguments(parser, profile=False)
+    args = parse_service_arguments(parser)
     command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
-    folder = Path(tempfile.mkdtemp(prefix="bench-ready-"))
-    try:
-        with contextlib.ExitStack() as stack:
-            pg_url = ""
-            if args.backend != "sqlite":
-                pg_url = stack.enter_context(postgres_server(args.pg_url))
-            results = run_loop(amain(args, folder, pg_url))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    results = run_in_folder("bench-ready-", args, amain)
     report(results, args, command)
 
 

@@ -176,6 +176,13 @@ class Settings(BaseSettings):
         description="Seconds between two reconciliation passes of serve, for each platform configured "
         "(Vonage, LiveKit); off when unset",
     )
+    reconcile_rate: float = Field(
+        10.0,
+        gt=0,
+        le=10_000,
+        description="Requests a second reconciliation makes at most to a platform's API (serve's passes, "
+        "and `connledger reconcile` unless its --rate says otherwise); a Retry-After slows it further",
+    )
     hooks: str | None = Field(
         None,
         description="Comma-separated hooks by dotted path (pkg.mod:fn) or entry-point name; "

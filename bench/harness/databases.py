@@ -27,6 +27,7 @@ __all__ = [
     "backend_names",
     "embedded_postgres",
     "make_backend",
+    "postgres_if_needed",
     "postgres_server",
     "remove_sqlite",
     "sqlalchemy_url",
@@ -41,9 +42,13 @@ POSTGRES_URL_VARIABLES = (
 )
 
 
-def add_database_arguments(parser: argparse.ArgumentParser) -> None:
-    """--backend and --pg-url, as every benchmark takes them."""
-    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+def add_database_arguments(parser: argparse.ArgumentParser, both: bool = True) -> None:
+    """--backend and --pg-url, as every benchmark takes them; without `both`, one backend
+    (SQLite unless told)."""
+    if both:
+        parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    else:
+        parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument(
         "--pg-url",
         default=None,
@@ -107,6 +112,17 @@ def postgres_server(given: str | None = None) -> Iterator[str]:
         return
     with embedded_postgres() as started:
         yield started
+
+
+@contextlib.contextmanager
+def postgres_if_needed(backend: str, given: str | None = None) -> Iterator[str]:
+    """For --backend `backend`: postgres_server(`given`)'s admin URL when it names PostgreSQL
+    ("postgresql" or "both"), else ""."""
+    if backend == "sqlite":
+        yield ""
+        return
+    with postgres_server(given) as url:
+        yield url
 
 
 def remove_sqlite(path: str | Path) -> None:

@@ -4,6 +4,7 @@ and acked), optionally recorded by py-spy."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -20,7 +21,15 @@ from bench.harness.figures import say
 from bench.harness.metrics import Samples, scrape, value
 from bench.harness.nats_server import free_port
 
-__all__ = ["CONNLEDGER", "PY_SPY", "Service", "running_service"]
+__all__ = [
+    "CONNLEDGER",
+    "PY_SPY",
+    "Service",
+    "add_service_arguments",
+    "parse_service_arguments",
+    "running_service",
+    "service_settings",
+]
 
 CONNLEDGER = Path(sys.executable).parent / "connledger"
 # py-spy from PATH, else beside this interpreter (pip installs it into the virtual environment).
@@ -204,3 +213,40 @@ async def running_service(service: Service) -> AsyncIterator[Service]:
         code = await service.stop()
         if code not in (0, None):
             say(f"  warning: connledger serve exited {code}; log {service.log}:\n{service.tail()}")
+
+
+def add_service_arguments(parser: argparse.ArgumentParser, profile: bool = True) -> None:
+    """--service-setting (repeatable) and, with `profile`, --profile-dir: what a benchmark that
+    starts services takes to compare configurations and to record them."""
+    if profile:
+        parser.add_argument(
+            "--profile-dir",
+            type=Path,
+            default=None,
+            help="record each service with py-spy (BENCH_PY_SPY or py-spy on PATH) into this folder, as "
+            "collapsed stacks; a diagnostic: the profiler's own CPU use skews the figures",
+        )
+    parser.add_argument(
+        "--service-setting",
+        action="append",
+        default=[],
+        metavar="LEDGER_X=VALUE",
+        help="a setting for each service started (repeatable), e.g. LEDGER_RELAY_MODE=off",
+    )
+
+
+def parse_service_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """parser.parse_args(), with each --service-setting checked and --profile-dir made."""
+    args = parser.parse_args()
+    for setting in args.service_setting:
+        if not setting.startswith("LEDGER_") or "=" not in setting:
+            parser.error(f"--service-setting {setting!r}: write it as LEDGER_NAME=VALUE")
+    if getattr(args, "profile_dir", None) is not None:
+        args.profile_dir = args.profile_dir.resolve()
+        args.profile_dir.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def service_settings(args: argparse.Namespace) -> dict[str, str]:
+    """--service-setting as the settings to start a service with."""
+    return dict(setting.split("=", 1) for setting in args.service_setting)

@@ -3,11 +3,14 @@ its publishing into JetStream: all at once, or paced from a child process."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import concurrent.futures
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +19,7 @@ import nats
 import uvloop
 from nats.aio.client import Client
 
+from bench.harness.databases import postgres_if_needed
 from service.events import Event, decode
 from service.settings import Settings
 from service.simulation.traffic import generate
@@ -28,6 +32,7 @@ __all__ = [
     "publish_all",
     "publish_paced",
     "publish_rate",
+    "run_in_folder",
     "run_loop",
     "warm_up",
 ]
@@ -147,6 +152,22 @@ def run_loop(coroutine: Coroutine[Any, Any, T]) -> T:
     measured as the service's latency."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coroutine)
+
+
+def run_in_folder(
+    prefix: str,
+    args: argparse.Namespace,
+    main: Callable[[argparse.Namespace, Path, str], Coroutine[Any, Any, T]],
+) -> T:
+    """`main(args, folder, admin URL)` on uvloop, in a temporary folder removed afterwards, with
+    the PostgreSQL server `args.backend` needs (its admin URL from `args.pg_url` or found; ""
+    for SQLite alone)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with postgres_if_needed(args.backend, args.pg_url) as admin_url:
+            return run_loop(main(args, folder, admin_url))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def warm_up() -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.harness.figures import Figures
-from bench.harness.service import Service, running_service
+from bench.harness.service import Service, running_service, service_settings
 from bench.harness.traffic import Traffic
 
 __all__ = ["Context", "Rows", "cpu_note"]
@@ -40,7 +40,7 @@ class Context:
         profile = None
         if self.args.profile_dir is not None:
             profile = self.args.profile_dir / f"{phase}-{backend}-{int(time.time())}.txt"
-        settings = dict(setting.split("=", 1) for setting in self.args.service_setting)
+        settings = service_settings(self.args)
         folder = self.subfolder(f"serve-{phase}-{backend}")
         service = Service(nats_url, database_url, folder, self.args.synchronous, profile, settings)
         async with running_service(service):

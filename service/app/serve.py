@@ -97,7 +97,10 @@ async def serve(settings: Settings) -> int:
             # Off unless LEDGER_RECONCILE_INTERVAL is set: a reconciler per platform configured,
             # each under its platform's lease (pipeline/reconcile.py).
             reconcilers = [
-                Reconciler(ledger.store, ledger.pipeline, lister, ledger.metrics) for lister in listers
+                Reconciler(
+                    ledger.store, ledger.pipeline, lister, ledger.metrics, rate=settings.reconcile_rate
+                )
+                for lister in listers
             ]
             ingest_task = asyncio.create_task(ingestor.run(), name="ingest")
 

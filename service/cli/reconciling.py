@@ -35,17 +35,28 @@ __all__ = ["reconcile"]
     show_default=True,
     help="Seconds between the two looks the command takes.",
 )
+@click.option(
+    "--rate",
+    type=click.FloatRange(0, 10_000, min_open=True),
+    default=None,
+    help="Requests a second to the platform at most [default: LEDGER_RECONCILE_RATE, 10].",
+)
 @json_option
-def reconcile(platform: str, session: str | None, interval: float, as_json: bool) -> None:
+def reconcile(platform: str, session: str | None, interval: float, rate: float | None, as_json: bool) -> None:
     """Ask the platform twice, INTERVAL seconds apart, for each session's live connections, and
     append what two consecutive looks agree on: a destroy for a connection live in the ledger
     and absent from both lists, a create for one listed by both that the ledger never saw (both
-    of origin reconcile, through the hooks). A session whose look failed is left as it is."""
+    of origin reconcile, through the hooks). A session whose look failed is left as it is.
+    Requests go at most RATE a second (LEDGER_RECONCILE_RATE unless given)."""
     out = Output(as_json)
 
     async def work(ledger: LedgerService) -> dict[str, Any]:
         reconciler = Reconciler(
-            ledger.store, ledger.pipeline, lister_for(ledger.settings, platform), ledger.metrics
+            ledger.store,
+            ledger.pipeline,
+            lister_for(ledger.settings, platform),
+            ledger.metrics,
+            rate=ledger.settings.reconcile_rate if rate is None else rate,
         )
         if not await reconciler.lease.try_acquire():
             raise ConfigurationError(
@@ -66,3 +77,5 @@ def reconcile(platform: str, session: str | None, interval: float, as_json: bool
     out.document(report, title=f"reconciled with {platform}")
     for failure in failures:
         click.echo(f"no list: {failure}", err=True)
+    if report["errors"] > len(failures):
+        click.echo(f"no list: {report['errors'] - len(failures)} more sessions", err=True)

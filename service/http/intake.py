@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from service.errors import RejectCode, RejectedInput
-from service.events import MAX_BODY_BYTES, Event, Ignored, check_body_size, decode
+from service.events import MAX_BODY_BYTES, Event, Ignored, check_body_size, decode, decode_object
 
 __all__ = [
     "MAX_BATCH",
@@ -154,7 +154,9 @@ def translated(translate: Callable[[], dict[str, Any] | Ignored]) -> tuple[Event
         if isinstance(native, Ignored):
             return None
         raw = orjson.dumps(native)
-        event = decode(raw)
+        # The rules of a body that came as these bytes, without parsing them again.
+        check_body_size(raw)
+        event = decode_object(native)
     except RejectedInput as error:
         raise _rejection(error) from None
     assert isinstance(event, Event)  # a native body is never a Vonage one

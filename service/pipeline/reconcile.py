@@ -14,14 +14,23 @@ one per pass, both of which succeeded:
   creationTime, and its id from that.
 
 The previous look of each session is kept in memory, for the sessions of the previous pass
-only: a session whose look failed (an error of any kind: 401, 429, 5xx, an unknown session, an
-answer that is not a list) has no look, so nothing is done to it until two more looks in a row
-succeed. After a restart, or once another instance held the lease meanwhile, the looks start
-over: the evidence is always two looks this process made one pass apart, never a stale one.
+only, and only what the next look can act on: the connections live in the ledger and absent
+from the list, and those listed that the ledger has never seen. A connection the ledger has
+seen stays seen (its projection row outlives its leave), so "listed at both looks and unseen at
+the second" is "listed and unseen at both", and a look with nothing of either kind, the usual
+one, is kept as no look at all: nothing could be acted on at the next. A session whose look
+failed (an error of any kind: 401, 429, 5xx, an unknown session, an answer that is not a list)
+has no look, so nothing is done to it until two more looks in a row succeed. After a restart,
+or once another instance held the lease meanwhile, the looks start over: the evidence is always
+two looks this process made one pass apart, never a stale one.
 
-Requests go at most REQUESTS_PER_SECOND, and a Retry-After (429, 503) holds every request back
-until it has passed, in this pass and the next. The events go through the pipeline like any other (hooks,
-veto recorded); one already in the ledger is not offered again."""
+The active sessions are read a page at a time (reconcile_view.active_sessions), so a pass holds
+one page of them, whatever their number, beside the looks that found something.
+
+Requests go at most `rate` a second (LEDGER_RECONCILE_RATE, 10 by default), and a Retry-After
+(429, 503) holds every request back until it has passed, in this pass and the next. The events
+go through the pipeline like any other (hooks, veto recorded); one already in the ledger is not
+offered again."""
 
 from __future__ import annotations
 
@@ -55,6 +64,9 @@ log = logging.getLogger(__name__)
 # One lease per platform: a Vonage pass and a LiveKit pass may run at once, two of one may not.
 RECONCILE_LEASES: Final = {"vonage": 0x52435647, "livekit": 0x52434C4B}  # "RCVG", "RCLK"
 REQUESTS_PER_SECOND: Final = 10.0
+# Failed looks a pass reports by name; a platform that is down would otherwise fill a pass's
+# report with one line per session.
+MAX_FAILURES_KEPT: Final = 100
 # The longest a Retry-After is waited out within one pass; past it, the pass ends there.
 LONGEST_RETRY_AFTER: Final = 60.0
 
@@ -73,8 +85,12 @@ class Lister(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Look:
-    listed: frozenset[str]
-    ledger_live: frozenset[str]
+    """What of one look the next can act on."""
+
+    # Live in the ledger and absent from the list: a ghost if the next look says the same.
+    unlisted: frozenset[str]
+    # Listed, and never seen by the ledger: a missed join if the next look says the same.
+    unseen: frozenset[str]
 
 
 @dataclass(slots=True)
@@ -84,6 +100,7 @@ class PassReport:
     destroyed: int = 0
     created: int = 0
     appended: int = 0
+    # The first MAX_FAILURES_KEPT failed looks, "session: why" (`errors` counts them all).
     failures: list[str] = field(default_factory=list)
 
 
@@ -178,56 +195,64 @@ class Reconciler:
             await self.lease.release()
 
     async def reconcile(self, sessions: Sequence[str] | None = None) -> PassReport:
-        """One pass: a look at each of `sessions` (default: the platform's active sessions),
-        acting on what two consecutive looks agree on. The caller holds the lease."""
+        """One pass: a look at each of `sessions` (default: the platform's active sessions, a
+        page at a time), acting on what two consecutive looks agree on. The caller holds the
+        lease."""
         platform = self.lister.platform
         if self.metrics is not None:
             self.metrics.reconcile_runs.labels(platform).inc()
-        if sessions is None:
-            sessions = await active_sessions(self.store.engine, self.lister.sources)
         report = PassReport()
-        pace = self.pace
         looks: dict[str, _Look] = {}
-        for session_id in sessions:
-            if self._stop.is_set():
-                break
-            await pace.wait()
-            report.sessions += 1
-            try:
-                listed = await self.lister.live(session_id)
-            except PlatformError as error:
-                report.errors += 1
-                report.failures.append(f"{session_id}: {error}")
-                if self.metrics is not None:
-                    self.metrics.reconcile_errors.labels(platform).inc()
-                if error.retry_after is not None:
-                    if error.retry_after > LONGEST_RETRY_AFTER:
-                        break  # the sessions not looked at this pass have no look
-                    pace.hold(error.retry_after)
-                continue
-            seen = await seen_connections(self.store.engine, session_id)
-            look = _Look(frozenset(listed), frozenset(c for c, s in seen.items() if s.live))
-            looks[session_id] = look
-            before = self.looks.get(session_id)
-            if before is None:
-                continue
-            now = self.clock()
-            events = [
-                gone_event(session_id, c, seen[c], now)
-                for c in sorted(look.ledger_live & before.ledger_live)
-                if c not in look.listed and c not in before.listed
-            ]
-            report.destroyed += len(events)
-            missed = [
-                missed_event(session_id, c, listed[c])
-                for c in sorted(look.listed & before.listed)
-                if c not in seen
-            ]
-            report.created += len(missed)
-            events += missed
-            if events:
-                report.appended += await append_synthetic(
-                    self.store, self.pipeline, self.lease, events, now, Origin.RECONCILE, self.metrics
-                )
+        if sessions is None:
+            async with contextlib.aclosing(active_sessions(self.store.engine, self.lister.sources)) as paged:
+                async for session_id in paged:
+                    if not await self._look(session_id, looks, report):
+                        break
+        else:
+            for session_id in sessions:
+                if not await self._look(session_id, looks, report):
+                    break
         self.looks = looks
         return report
+
+    async def _look(self, session_id: str, looks: dict[str, _Look], report: PassReport) -> bool:
+        """Look at one session, keep what the next look can act on in `looks`, and append what
+        this look and the previous agree on; False when the pass is to end here."""
+        if self._stop.is_set():
+            return False
+        await self.pace.wait()
+        report.sessions += 1
+        try:
+            listed = await self.lister.live(session_id)
+        except PlatformError as error:
+            report.errors += 1
+            if len(report.failures) < MAX_FAILURES_KEPT:
+                report.failures.append(f"{session_id}: {error}")
+            if self.metrics is not None:
+                self.metrics.reconcile_errors.labels(self.lister.platform).inc()
+            if error.retry_after is not None:
+                if error.retry_after > LONGEST_RETRY_AFTER:
+                    return False  # the sessions not looked at this pass have no look
+                self.pace.hold(error.retry_after)
+            return True
+        seen = await seen_connections(self.store.engine, session_id)
+        look = _Look(
+            frozenset(c for c, s in seen.items() if s.live and c not in listed),
+            frozenset(c for c in listed if c not in seen),
+        )
+        if look.unlisted or look.unseen:
+            looks[session_id] = look
+        before = self.looks.get(session_id)
+        if before is None:
+            return True
+        now = self.clock()
+        events = [gone_event(session_id, c, seen[c], now) for c in sorted(look.unlisted & before.unlisted)]
+        report.destroyed += len(events)
+        missed = [missed_event(session_id, c, listed[c]) for c in sorted(look.unseen & before.unseen)]
+        report.created += len(missed)
+        events += missed
+        if events:
+            report.appended += await append_synthetic(
+                self.store, self.pipeline, self.lease, events, now, Origin.RECONCILE, self.metrics
+            )
+        return True

@@ -46,7 +46,7 @@ async def test_reconcile_takes_two_looks_and_appends_what_they_agree_on(
         # On a thread: the fake platform answers from this process while the command runs.
         done = await asyncio.to_thread(
             subprocess.run,
-            [CONNLEDGER, "reconcile", "--platform", "livekit", "--interval", "0", "--json"],
+            [CONNLEDGER, "reconcile", "--platform", "livekit", "--interval", "0", "--rate", "500", "--json"],
             env=env,
             capture_output=True,
             timeout=120,
@@ -77,3 +77,15 @@ def test_reconcile_without_the_platforms_settings_names_them(tmp_path: Path) -> 
     )
     assert done.returncode == 2
     assert b"LEDGER_VONAGE_APPLICATION_ID" in done.stderr
+
+
+def test_reconcile_refuses_a_rate_that_is_not_above_0(tmp_path: Path) -> None:
+    env = environment(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}", tmp_path)
+    done = subprocess.run(
+        [CONNLEDGER, "reconcile", "--platform", "livekit", "--rate", "0"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert b"--rate" in done.stderr

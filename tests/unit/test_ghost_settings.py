@@ -18,6 +18,14 @@ def test_expiry_and_reconciliation_are_off_by_default() -> None:
     assert settings.reconcile_interval is None
     assert settings.reconcile_platforms == []
     assert settings.vonage_api_url == "https://video.api.vonage.com"
+    assert settings.reconcile_rate == 10.0
+
+
+@pytest.mark.parametrize("value", [0, -5, 10_001])
+def test_the_reconcile_rate_is_above_0_and_at_most_10000(value: float) -> None:
+    with pytest.raises(ConfigurationError, match="LEDGER_RECONCILE_RATE"):
+        load_settings(reconcile_rate=value)
+    assert load_settings(reconcile_rate=2000).reconcile_rate == 2000
 
 
 def test_the_vonage_application_and_its_key_go_together(tmp_path: Path) -> None:

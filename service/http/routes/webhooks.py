@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.types import Scope
 
 from service.errors import ErrorCode
 from service.events import Event, Ignored
@@ -39,6 +40,16 @@ _NAMES = {
     "twilio": "Twilio Video status callback",
     "agora": "Agora NCS notification",
 }
+
+
+def _path_and_query(scope: Scope) -> str:
+    """The request's path and query string as `request.url` gives them (its path escaped the
+    same way), read from the ASGI scope: building the whole URL object costs some 15 us a
+    request, as much as Twilio's signature itself."""
+    path: str = scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+    query: bytes = scope.get("query_string", b"")
+    # Bytes that are not UTF-8 are no URL Twilio signed: the signature then fails, as it should.
+    return f"{path}?{query.decode('utf-8', 'replace')}" if query else path
 
 
 def include(routes: APIRouter, context: HttpContext, bodies: RequestBodies, publish: Publish) -> None:
@@ -85,8 +96,7 @@ def include(routes: APIRouter, context: HttpContext, bodies: RequestBodies, publ
 
         def read_twilio(request: Request, raw: bytes) -> Callable[[], dict[str, Any] | Ignored]:
             # Twilio signs the URL it called: the public base URL, this path, any query string.
-            query = request.url.query
-            url = base + request.url.path + (f"?{query}" if query else "")
+            url = base + _path_and_query(request.scope)
             params = twilio.form(raw)  # the signature covers the parameters, so they come first
             twilio.verify(request.headers.get(twilio.SIGNATURE_HEADER), url, params, token)
             return lambda: twilio.to_native(raw, params)

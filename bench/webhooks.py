@@ -14,11 +14,14 @@ valid for the whole run; Twilio's signature over LEDGER_PUBLIC_URL and the path)
 the platforms' events the ledger ignores are left out, and no request is sent twice: each one
 is an event the ledger has not seen, so each 2xx is a real append. wrk replays them
 (bench/harness/replay_requests.lua) with --connections connections on --threads threads for
---seconds per route; the routes run one after another, in another order each run, each only
-once ingest has appended the previous route's events.
+--seconds per window, each window only once ingest has appended the previous one's events.
+Each platform's window is paired with a `/v1/events` window right beside it (before it in one
+run, after it in the next), and its ratio is the median over runs of the pair's ratio: on a
+machine shared with other work, the load drifts between windows a minute apart, far less
+between two adjacent ones.
 
 Printed per route, medians of --repeat runs: requests/s, latency p50 / p90 / p99 (wrk's), the
-ratio to `POST /v1/events`, the service's CPU, and the targets' verdicts: a platform's rate
+ratio to `POST /v1/events` (of the pairs), the service's CPU, and the targets' verdicts: a platform's rate
 >= 85 % of /v1/events's (signature and translation cost at most 15 %), >= 1,500 webhooks/s, and
 p99 < 50 ms. Then, per route over all runs, what the service made of them: requests sent and
 answered 2xx (a non-2xx is printed loudly), and the events appended, duplicates and rejections
@@ -31,6 +34,7 @@ import argparse
 import asyncio
 import os
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -232,24 +236,37 @@ async def amain(args: argparse.Namespace, folder: Path, pg_url: str) -> list[dic
                 for route in all_routes:
                     await measure(service, server.pid, route, args, folder / "pool", args.warmup)
                 say(f"warmed up: {args.warmup:g} s a route")
+            baseline, platforms = all_routes[0], all_routes[1:]
             for run in range(args.repeat):
-                shift = run % len(all_routes)
-                order = all_routes[shift:] + all_routes[:shift]
                 figures: dict[str, Figures] = {}
-                for route in order:
-                    figures[route.name] = await measure(
-                        service, server.pid, route, args, folder / "pool", args.seconds
-                    )
-                    shown = ", ".join(f"{k}={v:,.4g}" for k, v in figures[route.name].items())
-                    say(f"run {run + 1} {route.name}: {shown}")
+                for platform in platforms:
+                    # A pair: the baseline beside the platform, first in one run, second in the next.
+                    pair = [baseline, platform] if run % 2 == 0 else [platform, baseline]
+                    for route in pair:
+                        name = route.name if route is platform else pair_name(platform.name)
+                        figures[name] = await measure(
+                            service, server.pid, route, args, folder / "pool", args.seconds
+                        )
+                        shown = ", ".join(f"{k}={v:,.4g}" for k, v in figures[name].items())
+                        say(f"run {run + 1} {name}: {shown}")
                 runs.append(figures)
     return runs
 
 
+def pair_name(platform: str) -> str:
+    """The name of the /v1/events window paired with `platform`'s."""
+    return f"{BASELINE}~{platform}"
+
+
 def report(runs: list[dict[str, Figures]], args: argparse.Namespace, command: str) -> None:
-    names = list(runs[0])
+    pairs = [pair_name(p) for p in args.platforms]
+    # Every /v1/events window of a run counts as the baseline's figures.
+    runs = [{BASELINE: median_figures([run[name] for name in pairs]), **run} for run in runs]
+    names = [BASELINE, *args.platforms]
     medians = {name: median_figures([run[name] for run in runs]) for name in names}
-    base = medians[BASELINE]["rps"]
+    ratios = {
+        p: statistics.median(run[p]["rps"] / run[pair_name(p)]["rps"] for run in runs) for p in args.platforms
+    }
     print(f"\n{command}")
     print(
         f"signed webhooks into one service on {args.backend}, wrk {args.threads} threads x "
@@ -259,7 +276,7 @@ def report(runs: list[dict[str, Figures]], args: argparse.Namespace, command: st
     order = [BASELINE, *args.platforms]
     for name in order:
         m = medians[name]
-        ratio = m["rps"] / base
+        ratio = 1.0 if name == BASELINE else ratios[name]
         route = "/v1/events" if name == BASELINE else f"/v1/callbacks/{name}"
         notes = [f"p99 {verdict(m['p99_ms'], P99_TARGET_MS, higher_is_better=False)}"]
         if name != BASELINE:
@@ -285,7 +302,10 @@ def report(runs: list[dict[str, Figures]], args: argparse.Namespace, command: st
     rows = []
     loud = []
     for name in order:
-        total = {key: sum(run[name].get(key, 0.0) for run in runs) for key in runs[0][name]}
+        windows = [pair_name(p) for p in args.platforms] if name == BASELINE else [name]
+        total = {
+            key: sum(run[w].get(key, 0.0) for run in runs for w in windows) for key in runs[0][windows[0]]
+        }
         rows.append(
             [
                 name,

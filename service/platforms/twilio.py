@@ -8,7 +8,7 @@ import hashlib
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
-from urllib.parse import parse_qs
+from urllib.parse import unquote
 
 import orjson
 
@@ -27,17 +27,42 @@ _TYPES: Final = {
 Form = dict[str, list[str]]
 
 
+def _unescape(part: str) -> str:
+    if "+" in part:
+        part = part.replace("+", " ")
+    return unquote(part, errors="replace") if "%" in part else part
+
+
 def form(raw: bytes) -> Form:
     """The parameters of a form-encoded body, read only so far as the signature needs: never
     refused here, so that an unsigned body of any shape is refused for its signature (bytes
-    that are not UTF-8 become U+FFFD, which no signature of Twilio's covers)."""
-    return parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    that are not UTF-8 become U+FFFD, which no signature of Twilio's covers).
+
+    What `urllib.parse.parse_qs(text, keep_blank_values=True)` gives, at a third of its cost
+    (a unit test holds the two equal): it was the larger part of what a callback costs more
+    than a native event."""
+    params: Form = {}
+    for pair in raw.decode("utf-8", "replace").split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        name = _unescape(name)
+        if name in params:
+            params[name].append(_unescape(value))
+        else:
+            params[name] = [_unescape(value)]
+    return params
 
 
 def signature(url: str, params: Form, auth_token: str) -> str:
     """What Twilio puts in X-Twilio-Signature for a request of `params` to `url`."""
-    signed = url + "".join(name + value for name in sorted(params) for value in sorted(set(params[name])))
-    return base64_hmac_sha1(auth_token, signed)
+    parts = [url]
+    for name in sorted(params):
+        values = params[name]
+        # Nearly always one value a name: the sort of one is skipped.
+        for value in values if len(values) == 1 else sorted(set(values)):
+            parts += (name, value)
+    return base64_hmac_sha1(auth_token, "".join(parts))
 
 
 def verify(given: str | None, url: str, params: Form, auth_token: str) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import orjson
 import pytest
@@ -261,6 +261,19 @@ def test_twilio_signature_matches_the_sdk() -> None:
     tampered = twilio.form(raw.replace(b"ana", b"eve"))
     with pytest.raises(BadSignature):
         twilio.verify(expected, URL, tampered, TOKEN)
+
+
+@given(
+    st.one_of(
+        st.text(alphabet="ab=&+%2Fé~ 0", max_size=40).map(lambda text: text.encode()),
+        st.binary(max_size=40),
+        st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=5).map(
+            lambda params: urlencode(params).encode()
+        ),
+    )
+)
+def test_twilio_form_reads_what_parse_qs_reads(raw: bytes) -> None:
+    assert twilio.form(raw) == parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
 
 
 def test_twilio_connect_and_disconnect() -> None:

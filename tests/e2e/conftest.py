@@ -14,9 +14,16 @@ import pytest
 
 # The nats-server starter and port helpers are the benchmarks' (bench/harness); tests written
 # before that take them from here.
-from bench.harness.nats_server import free_port, jetstream_arguments, running_nats_server, wait_for_port
+from bench.harness.nats_server import (
+    free_port,
+    jetstream_arguments,
+    running_nats_server,
+    start_nats_server,
+    stop_process,
+    wait_for_port,
+)
 
-__all__ = ["Service", "free_port", "running_nats_server", "wait_for_port"]
+__all__ = ["NatsProcess", "Service", "free_port", "running_nats_server", "wait_for_port"]
 
 
 @pytest.fixture
@@ -24,6 +31,36 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     with running_nats_server(*jetstream_arguments(tmp_path, port), port=port) as url:
         yield url
+
+
+class NatsProcess:
+    """A JetStream nats-server of a test's own, that it may stop, kill, and start again on the
+    same port and store (a node that died and came back)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.process = start_nats_server(*jetstream_arguments(folder, self.port), port=self.port)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def start(self) -> None:
+        self.process = start_nats_server(*jetstream_arguments(self.folder, self.port), port=self.port)
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[NatsProcess]:
+    server = NatsProcess(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class Service:

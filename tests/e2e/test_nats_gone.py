@@ -10,37 +10,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import nats
 import pytest
 
-from bench.harness.nats_server import free_port, jetstream_arguments, start_nats_server, stop_process
+from bench.harness.nats_server import free_port
 from service.simulation.traffic import generate
-from tests.e2e.conftest import Service
+from tests.e2e.conftest import NatsProcess, Service
 from tests.e2e.natsutil import publish_all, wait_for_head
 from tests.helpers import body
-
-
-class NatsProcess:
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self.process = start_nats_server(*jetstream_arguments(folder, self.port), port=self.port)
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[NatsProcess]:
-    server = NatsProcess(tmp_path)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _service(database_url: str, server: NatsProcess, tmp_path: Path, **extra: str) -> Service:

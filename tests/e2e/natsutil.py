@@ -57,6 +57,9 @@ async def ledger_stream(nc: Client, expected: int, timeout: float = 60) -> list[
     while (await js.stream_info("LEDGER")).state.messages < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     total = (await js.stream_info("LEDGER")).state.messages
+    # Reading has a deadline of its own: an ordered push consumer with flow control reads a few
+    # thousand messages a second on a loaded machine, whatever the wait above took.
+    deadline = time.monotonic() + timeout
     # An ordered consumer: read, not consumed, and made again by the client from where it was
     # when its server goes away (on a cluster, a node restarted not long before).
     out: list[dict[str, Any]] = []

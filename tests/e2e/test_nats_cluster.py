@@ -1,5 +1,5 @@
 """The service on a three-node JetStream cluster: two instances on one PostgreSQL, streams at
-three replicas, 50,000 events published at a steady rate while the node that leads CONNECTIONS
+three replicas, 30,000 events published at a steady rate while the node that leads CONNECTIONS
 is killed (SIGKILL) and started again, and then the instance holding the relay lease is killed.
 After it all: each published event is in the ledger once, the counts are the reference fold's,
 LEDGER holds every record once in position order, and nothing valid was rejected."""
@@ -34,7 +34,7 @@ from tests.helpers import CREATED, DESTROYED, body
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-EVENTS = 50_000
+EVENTS = 30_000
 RATE = 1_500.0  # events a second
 SESSIONS = 200
 

@@ -17,7 +17,9 @@ usage. Nothing here folds records: each answer is a few index lookups.
   by P: the projection keeps each connection's created and destroyed positions, and those are
   exactly where the fold changed its state (service/projections/fold.py).
 - A connection's life, for usage, runs from its applied create's timestamp to its applied
-  destroy's: two primary-key lookups from those positions.
+  destroy's: the projection keeps both beside the positions (created_event_time,
+  destroyed_event_time), so a session's lives are one range of the projection's primary key,
+  with no lookup of the ledger per connection.
 
 Each binary search is one recursive statement, one round trip. The statements read; the
 caller gives them a connection, so that several read one snapshot.
@@ -96,10 +98,8 @@ _CONNECTIONS_AT = text(
 
 # Counted connections only: a tombstone that was never live has no created position.
 _LIVES = (
-    "SELECT {columns} c.event_time, d.event_time, d.reason FROM projection_connections p "
-    "JOIN connection_ledger c ON c.position = p.created_position "
-    "LEFT JOIN connection_ledger d ON d.position = p.destroyed_position "
-    "WHERE {where} AND p.created_position IS NOT NULL"
+    "SELECT {columns} p.created_event_time, p.destroyed_event_time, p.reason "
+    "FROM projection_connections p WHERE {where} AND p.created_position IS NOT NULL"
 )
 _SESSION_LIVES = text(_LIVES.format(columns="", where="p.session_id = :session_id")).bindparams(
     bindparam("session_id", type_=String())

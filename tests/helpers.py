@@ -90,3 +90,16 @@ async def writer_lock_held(database_url: str) -> AsyncIterator[None]:
             yield
     finally:
         await connection.close()
+
+
+# Projection rows whose event times are not those of the ledger's records at their created and
+# destroyed positions (none, when the projection keeps them right). IS DISTINCT FROM: SQLite
+# 3.39 and later, and PostgreSQL.
+EVENT_TIMES_THAT_DIFFER = (
+    "SELECT p.session_id, p.connection_id, p.created_event_time, c.event_time, "
+    "p.destroyed_event_time, d.event_time FROM projection_connections p "
+    "LEFT JOIN connection_ledger c ON c.position = p.created_position "
+    "LEFT JOIN connection_ledger d ON d.position = p.destroyed_position "
+    "WHERE p.created_event_time IS DISTINCT FROM c.event_time "
+    "OR p.destroyed_event_time IS DISTINCT FROM d.event_time"
+)

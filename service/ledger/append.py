@@ -75,8 +75,11 @@ LedgerRow = tuple[
 ]
 ConnectionKey = tuple[str, str]
 # (session_id, connection_id, live, creation_time, data, created_position, destroyed_position,
-#  reason): the columns of projection_connections, in this order.
-ConnectionRow = tuple[str, str, bool, int, str | None, int | None, int | None, str | None]
+#  reason, created_event_time, destroyed_event_time): the columns of projection_connections, in
+#  this order.
+ConnectionRow = tuple[
+    str, str, bool, int, str | None, int | None, int | None, str | None, int | None, int | None
+]
 # (received_at, source, subject, headers, raw, code, message, field, message_key)
 RejectionRow = tuple[int, str, str | None, str | None, bytes, str, str, str | None, str | None]
 
@@ -173,6 +176,8 @@ def _connection_row(key: ConnectionKey, state: ConnectionState) -> ConnectionRow
         state.created_position,
         state.destroyed_position,
         state.reason,
+        state.created_event_time,
+        state.destroyed_event_time,
     )
 
 
@@ -286,7 +291,9 @@ class _Fold:
             if not prevented:
                 key = (session_id, event.connection_id)
                 old = states.get(key)
-                new = apply(old, event.type, event.creation_time, event.data, event.reason, position)
+                new = apply(
+                    old, event.type, event.creation_time, event.data, event.reason, position, event.timestamp
+                )
                 if new is not None:
                     states[key] = changed[key] = new
                     # A change makes a connection live only from absent, and a tombstone of a

@@ -42,7 +42,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 # (a test keeps the two equal). Every command checks for it with one query before it would load
 # Alembic, whose import alone takes most of a second: the start-up of `connledger count` or
 # `replay`, which a script may run thousands of times.
-SCHEMA_REVISION: Final = "0006"
+SCHEMA_REVISION: Final = "0007"
 SUPPORTED = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 

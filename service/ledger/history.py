@@ -17,10 +17,14 @@ usage. Nothing here folds records: each answer is a few index lookups.
   by P: the projection keeps each connection's created and destroyed positions, and those are
   exactly where the fold changed its state (service/projections/fold.py).
 - A connection's life, for usage, runs from its applied create's timestamp to its applied
-  destroy's: two primary-key lookups from those positions.
+  destroy's: the projection keeps both beside the positions (created_event_time,
+  destroyed_event_time), so a session's lives are one range of the projection's primary key,
+  with no lookup of the ledger per connection.
 
-Each binary search is one recursive statement, one round trip. The statements read; the
-caller gives them a connection, so that several read one snapshot.
+Each binary search is one recursive statement, one round trip. None of these answers, as of a
+position at or before the head, changes after it is given: appends add positions after the head
+only, and a connection's destroyed position is set once, after its created one. So the
+statements need no snapshot in common (nor a transaction of their own).
 """
 
 from __future__ import annotations
@@ -54,12 +58,13 @@ def _last_at_or_before(upper: str, probe: str, limit: str) -> str:
     """A binary search in one recursive statement: the largest k in 1..`upper` whose `probe`
     (an expression of k, which grows with k) is at or below `limit`, or 0 when there is none.
     lo holds a k known to qualify (0 at first), hi the largest that still can; the middle is
-    rounded up, so each step moves one of them and the search ends."""
+    rounded up, so each step moves one of them and the search ends. With nothing to search
+    (`upper` finds no row) it ends at once, with one row, lo = hi = 0."""
     middle = "(lo + hi + 1) / 2"
     qualifies = f"({probe.format(k=middle)}) <= {limit}"
     return f"""
 WITH RECURSIVE search(lo, hi) AS (
-  SELECT CAST(0 AS BIGINT), CAST(({upper}) AS BIGINT)
+  SELECT CAST(0 AS BIGINT), CAST(COALESCE(({upper}), 0) AS BIGINT)
   UNION ALL
   SELECT CASE WHEN {qualifies} THEN {middle} ELSE lo END,
          CASE WHEN {qualifies} THEN hi ELSE {middle} - 1 END
@@ -77,7 +82,8 @@ _POSITION_AS_OF = text(
     + " SELECT lo FROM search WHERE lo >= hi"
 ).bindparams(bindparam("checkpoint", type_=String()), bindparam("as_of", type_=BigInteger()))
 
-# The session's last record at or before :at, by its sequence number, and its count.
+# The session's last record at or before :at, by its sequence number, and its count; and the
+# head, so that an `at` beyond it is refused by the same round trip.
 _COUNT_AT = text(
     _last_at_or_before(
         "SELECT last_sequence FROM ledger_sessions WHERE session_id = :session_id",
@@ -85,8 +91,13 @@ _COUNT_AT = text(
         ":at",
     )
     + " SELECT (SELECT count_after FROM connection_ledger"
-    " WHERE session_id = :session_id AND sequence = search.lo) FROM search WHERE lo >= hi"
-).bindparams(bindparam("session_id", type_=String()), bindparam("at", type_=BigInteger()))
+    " WHERE session_id = :session_id AND sequence = search.lo),"
+    " (SELECT position FROM projection_checkpoints WHERE name = :checkpoint) FROM search WHERE lo >= hi"
+).bindparams(
+    bindparam("session_id", type_=String()),
+    bindparam("at", type_=BigInteger()),
+    bindparam("checkpoint", type_=String()),
+)
 
 _CONNECTIONS_AT = text(
     "SELECT connection_id, creation_time, data FROM projection_connections "
@@ -96,10 +107,8 @@ _CONNECTIONS_AT = text(
 
 # Counted connections only: a tombstone that was never live has no created position.
 _LIVES = (
-    "SELECT {columns} c.event_time, d.event_time, d.reason FROM projection_connections p "
-    "JOIN connection_ledger c ON c.position = p.created_position "
-    "LEFT JOIN connection_ledger d ON d.position = p.destroyed_position "
-    "WHERE {where} AND p.created_position IS NOT NULL"
+    "SELECT {columns} p.created_event_time, p.destroyed_event_time, p.reason "
+    "FROM projection_connections p WHERE {where} AND p.created_position IS NOT NULL"
 )
 _SESSION_LIVES = text(_LIVES.format(columns="", where="p.session_id = :session_id")).bindparams(
     bindparam("session_id", type_=String())
@@ -125,10 +134,11 @@ async def position_as_of(connection: AsyncConnection, as_of: int) -> int:
     return int(value or 0)
 
 
-async def count_at(connection: AsyncConnection, session_id: str, at: int) -> int:
-    """The session's count as of position `at`."""
-    value = (await connection.execute(_COUNT_AT, {"session_id": session_id, "at": at})).scalar()
-    return int(value or 0)
+async def count_at(connection: AsyncConnection, session_id: str, at: int) -> tuple[int, int]:
+    """The session's count as of position `at`, and the ledger's head."""
+    parameters = {"session_id": session_id, "at": at, "checkpoint": CHECKPOINT}
+    count, last = (await connection.execute(_COUNT_AT, parameters)).one()
+    return int(count or 0), int(last or 0)
 
 
 async def connections_at(connection: AsyncConnection, session_id: str, at: int) -> list[dict[str, Any]]:

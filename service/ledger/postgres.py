@@ -79,6 +79,8 @@ _CONNECTION_COLUMNS = (
     "created_position",
     "destroyed_position",
     "reason",
+    "created_event_time",
+    "destroyed_event_time",
 )
 # Planner settings of an append transaction (see PostgresStore.write).
 _KEYED_PLANS_ONLY = (
@@ -116,7 +118,8 @@ SELECT
      FROM ledger_sessions s LEFT JOIN projection_sessions p ON p.session_id = s.session_id
     WHERE s.session_id IN (SELECT jsonb_array_elements_text($2::jsonb))),
   (SELECT json_agg(json_build_array(c.session_id, c.connection_id, c.live, c.creation_time, c.data,
-                                    c.created_position, c.destroyed_position, c.reason))::text
+                                    c.created_position, c.destroyed_position, c.reason,
+                                    c.created_event_time, c.destroyed_event_time))::text
      FROM projection_connections c
      JOIN ({_rows(3, ("text", "text"))}) AS k(s, c) ON c.session_id = k.s AND c.connection_id = k.c)
 """
@@ -124,7 +127,18 @@ _LEDGER_TYPES = (
     "bigint", "bigint", "text", "text", "text", "bigint", "bigint", "text", "bigint", "text",
     "text", "boolean", "text", "text", "text", "text", "bigint", "text", "text",
 )  # fmt: skip
-_CONNECTION_TYPES = ("text", "text", "boolean", "bigint", "text", "bigint", "bigint", "text")
+_CONNECTION_TYPES = (
+    "text",
+    "text",
+    "boolean",
+    "bigint",
+    "text",
+    "bigint",
+    "bigint",
+    "text",
+    "bigint",
+    "bigint",
+)
 
 # Everything an append writes after its fold, in one statement: data-modifying CTEs, each on
 # a table of its own. (Ledger rows of any but a small batch go by COPY, and come empty here.)
@@ -143,7 +157,8 @@ WITH ledger AS (
 ), changed_connections AS (
   UPDATE projection_connections AS p SET live = k.live, creation_time = k.creation_time,
     data = k.data, created_position = k.created_position,
-    destroyed_position = k.destroyed_position, reason = k.reason
+    destroyed_position = k.destroyed_position, reason = k.reason,
+    created_event_time = k.created_event_time, destroyed_event_time = k.destroyed_event_time
   FROM ({_rows(4, _CONNECTION_TYPES)}) AS k({", ".join(_CONNECTION_COLUMNS)})
   WHERE p.session_id = k.session_id AND p.connection_id = k.connection_id
 ), counts AS (

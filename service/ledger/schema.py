@@ -118,6 +118,10 @@ projection_connections = Table(
     Column("created_position", BigInteger, nullable=True),
     Column("destroyed_position", BigInteger, nullable=True),
     Column("reason", Text, nullable=True),
+    # The event times (`timestamp`) of the records at created_position and destroyed_position:
+    # a connection's life for usage, read without a lookup of the ledger per connection.
+    Column("created_event_time", BigInteger, nullable=True),
+    Column("destroyed_event_time", BigInteger, nullable=True),
     sqlite_with_rowid=False,
 )
 

@@ -67,7 +67,8 @@ _SESSION_STATES = (
 # from a JSON array, `k.value ->> 0`, take twice as long as a VALUES list.)
 _CONNECTION_STATES = (
     "SELECT json_group_array(json_array(p.session_id, p.connection_id, p.live, p.creation_time, "
-    "p.data, p.created_position, p.destroyed_position, p.reason)) "
+    "p.data, p.created_position, p.destroyed_position, p.reason, p.created_event_time, "
+    "p.destroyed_event_time)) "
     "FROM (VALUES {}) AS k CROSS JOIN projection_connections AS p "
     "ON p.session_id = k.column1 AND p.connection_id = k.column2"
 )
@@ -91,16 +92,19 @@ _UPSERT_LEDGER_SESSIONS = (
 )
 _INSERT_CONNECTIONS = (
     "INSERT INTO projection_connections (session_id, connection_id, live, creation_time, "
-    "data, created_position, destroyed_position, reason) VALUES {}"
+    "data, created_position, destroyed_position, reason, created_event_time, destroyed_event_time) "
+    "VALUES {}"
 )
 # SQLite has no bulk UPDATE from a list of rows faster than this upsert of rows that exist.
 _UPDATE_CONNECTIONS = (
     "INSERT INTO projection_connections (session_id, connection_id, live, creation_time, "
-    "data, created_position, destroyed_position, reason) VALUES {} "
-    "ON CONFLICT (session_id, connection_id) DO UPDATE SET live = excluded.live, "
+    "data, created_position, destroyed_position, reason, created_event_time, destroyed_event_time) "
+    "VALUES {} ON CONFLICT (session_id, connection_id) DO UPDATE SET live = excluded.live, "
     "creation_time = excluded.creation_time, data = excluded.data, "
     "created_position = excluded.created_position, "
-    "destroyed_position = excluded.destroyed_position, reason = excluded.reason"
+    "destroyed_position = excluded.destroyed_position, reason = excluded.reason, "
+    "created_event_time = excluded.created_event_time, "
+    "destroyed_event_time = excluded.destroyed_event_time"
 )
 _UPSERT_SESSION_COUNTS = (
     "INSERT INTO projection_sessions (session_id, count) VALUES {} "

@@ -154,21 +154,17 @@ class ProjectionQueries:
         """The session as of a position or a time (service/ledger/history.py says how)."""
         with transient_errors():
             async with self.engine.connect() as connection:
-                connection = await connection.execution_options(**self._snapshot_options)
-                async with connection.begin():
-                    if when.as_of is not None:
-                        position = await history.position_as_of(connection, when.as_of)
-                    else:
-                        position = when.at or 0
-                        last = await history.head(connection)
-                        if position > last:
-                            raise InvalidQuery(f"at ({position}) is beyond the ledger's head ({last})", "at")
-                    count = await history.count_at(connection, session_id, position)
-                    live = (
-                        await history.connections_at(connection, session_id, position)
-                        if connections
-                        else None
-                    )
+                # No snapshot in common: the answer as of a position at or before the head
+                # never changes (service/ledger/history.py), so each statement may read its own.
+                if when.as_of is not None:
+                    position = await history.position_as_of(connection, when.as_of)
+                    count, _ = await history.count_at(connection, session_id, position)
+                else:
+                    position = when.at or 0
+                    count, last = await history.count_at(connection, session_id, position)
+                    if position > last:
+                        raise InvalidQuery(f"at ({position}) is beyond the ledger's head ({last})", "at")
+                live = await history.connections_at(connection, session_id, position) if connections else None
         answer: dict[str, Any] = {"sessionId": session_id, "count": count, "position": position}
         if live is not None:
             answer["connections"] = live

@@ -31,6 +31,9 @@ class ConnectionState:
     created_position: int | None
     destroyed_position: int | None
     reason: str | None
+    # The event times of the records at created_position and destroyed_position.
+    created_event_time: int | None
+    destroyed_event_time: int | None
 
 
 def apply(
@@ -40,6 +43,7 @@ def apply(
     data: str | None,
     reason: str | None,
     position: int,
+    event_time: int,
 ) -> ConnectionState | None:
     """The state after a (not prevented) event, or None when the event changes nothing.
 
@@ -52,9 +56,18 @@ def apply(
     if type_ is EventType.CREATED:
         if state is not None:
             return None
-        return ConnectionState(True, creation_time, data, position, None, None)
+        return ConnectionState(True, creation_time, data, position, None, None, event_time, None)
     if state is None:
-        return ConnectionState(False, creation_time, data, None, position, reason)
+        return ConnectionState(False, creation_time, data, None, position, reason, None, event_time)
     if not state.live:
         return None
-    return ConnectionState(False, state.creation_time, state.data, state.created_position, position, reason)
+    return ConnectionState(
+        False,
+        state.creation_time,
+        state.data,
+        state.created_position,
+        position,
+        reason,
+        state.created_event_time,
+        event_time,
+    )

@@ -8,6 +8,7 @@ destroy (fd):
     creationTime, data  from the first event (a create, or a destroy that came before any create)
     created_position    the first event's position if it is a create, else NULL
     destroyed_position  fd, and reason from the event at fd
+    created_event_time, destroyed_event_time   the timestamps of those two events
 
 which is exactly what the live fold computes one event at a time. (The first event is a create
 exactly when the first create comes before the first destroy, the fold's condition for a
@@ -51,22 +52,24 @@ __all__ = [
 _INSERT = """
 INSERT INTO projection_connections
     (session_id, connection_id, live, creation_time, data, created_position,
-     destroyed_position, reason)
+     destroyed_position, reason, created_event_time, destroyed_event_time)
 """
 
 REBUILD_CONNECTIONS_SQLITE = (
     _INSERT
     + """
 SELECT f.session_id, f.connection_id, d.position IS NULL, f.creation_time, f.data,
-       CASE WHEN f.type = 'connectionCreated' THEN f.position END, d.position, d.reason
+       CASE WHEN f.type = 'connectionCreated' THEN f.position END, d.position, d.reason,
+       CASE WHEN f.type = 'connectionCreated' THEN f.event_time END, d.event_time
 FROM (
-    SELECT session_id, connection_id, min(position) AS position, type, creation_time, data
+    SELECT session_id, connection_id, min(position) AS position, type, creation_time, data,
+           event_time
     FROM connection_ledger NOT INDEXED
     WHERE NOT default_prevented
     GROUP BY session_id, connection_id
 ) AS f
 LEFT JOIN (
-    SELECT session_id, connection_id, min(position) AS position, reason
+    SELECT session_id, connection_id, min(position) AS position, reason, event_time
     FROM connection_ledger NOT INDEXED
     WHERE NOT default_prevented AND type = 'connectionDestroyed'
     GROUP BY session_id, connection_id
@@ -78,7 +81,8 @@ REBUILD_CONNECTIONS_POSTGRES = (
     _INSERT
     + """
 SELECT f.session_id, f.connection_id, f.fd IS NULL, src.creation_time, src.data,
-       CASE WHEN src.type = 'connectionCreated' THEN f.first END, f.fd, d.reason
+       CASE WHEN src.type = 'connectionCreated' THEN f.first END, f.fd, d.reason,
+       CASE WHEN src.type = 'connectionCreated' THEN src.event_time END, d.event_time
 FROM (
     SELECT session_id, connection_id,
            min(position) AS first,

@@ -19,7 +19,7 @@ from service.ledger.records import record_to_dict, rejected_to_dict
 from service.pipeline.ledger_service import LedgerService
 from service.pipeline.outcomes import IgnoredInput
 from service.settings import Settings
-from tests.helpers import body, created, destroyed, incoming
+from tests.helpers import EVENT_TIMES_THAT_DIFFER, body, created, destroyed, incoming
 from tests.reference import ReferenceFold, Step
 
 
@@ -309,8 +309,10 @@ async def test_rebuild_equals_the_live_projection(ledger: LedgerService) -> None
         ]
     )
     live = await projection(ledger)
+    assert await _event_times_that_differ(ledger) == []
     assert await ledger.store.rebuild() == 9
     assert await projection(ledger) == live
+    assert await _event_times_that_differ(ledger) == []
     assert live[1] == [("A", 0), ("B", 1)]
     # The rebuilt tables take appends as before (their keys are back: an upsert needs them),
     # and a second rebuild agrees with those too.
@@ -319,6 +321,12 @@ async def test_rebuild_equals_the_live_projection(ledger: LedgerService) -> None
     assert after[1] == [("A", 0), ("B", 0), ("C", 1)]
     assert await ledger.store.rebuild() == 11
     assert await projection(ledger) == after
+    assert await _event_times_that_differ(ledger) == []
+
+
+async def _event_times_that_differ(ledger: LedgerService) -> list[tuple[Any, ...]]:
+    async with ledger.store.engine.connect() as connection:
+        return [tuple(r) for r in (await connection.execute(text(EVENT_TIMES_THAT_DIFFER))).all()]
 
 
 async def test_a_batch_larger_than_a_fold_chunk_equals_the_reference_fold(ledger: LedgerService) -> None:

@@ -259,3 +259,60 @@ async def test_upgrade_from_0002_with_rejections_on_postgresql(fresh_postgres: s
         await _upgrade_from_0002_keeps_rejections_and_stores_a_message_once(engine)
     finally:
         await engine.dispose()
+
+
+async def _upgrade_from_0006_fills_the_connections_event_times(engine: AsyncEngine) -> None:
+    """0007: connections in the projection before it get the event times of the records at their
+    created and destroyed positions, as a rebuild would write them."""
+    await migrate(engine, "0006")
+    destroy = (
+        INSERT_ONE.replace("(1, 1, 'e1'", "(2, 2, 'e2'")
+        .replace("'connectionCreated', 1, 2", "'connectionDestroyed', 7, 8")
+        .replace("NULL, NULL, false", "NULL, 'clientDisconnected', false")
+        .replace(", 1)", ", 0)")
+    )
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(INSERT_ONE.replace("'connectionCreated', 1, 2", "'connectionCreated', 5, 6"))
+        )
+        await connection.execute(text(destroy))
+        await connection.execute(
+            text(
+                "INSERT INTO projection_connections (session_id, connection_id, live, creation_time, data, "
+                "created_position, destroyed_position, reason) VALUES "
+                "('s1', 'c1', false, 1, NULL, 1, 2, 'clientDisconnected'), "
+                "('s1', 'c2', false, 1, NULL, NULL, 2, 'clientDisconnected'), "
+                "('s1', 'c3', true, 1, NULL, 1, NULL, NULL)"
+            )
+        )
+    await migrate(engine)
+    assert await current_revision(engine) == SCHEMA_REVISION
+    assert await _schema_differences(engine) == []
+    async with engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                text(
+                    "SELECT connection_id, created_event_time, destroyed_event_time "
+                    "FROM projection_connections ORDER BY connection_id"
+                )
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("c1", 5, 7), ("c2", None, 7), ("c3", 5, None)]
+    await migrate(engine, "0006", downgrade=True)
+    assert await _scalars(engine, "SELECT count(*) FROM projection_connections") == {3}
+
+
+async def test_upgrade_from_0006_with_connections_on_sqlite(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    try:
+        await _upgrade_from_0006_fills_the_connections_event_times(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrade_from_0006_with_connections_on_postgresql(fresh_postgres: str) -> None:
+    engine = create_engine(fresh_postgres)
+    try:
+        await _upgrade_from_0006_fills_the_connections_event_times(engine)
+    finally:
+        await engine.dispose()

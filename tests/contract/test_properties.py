@@ -46,6 +46,7 @@ from service.ledger.records import record_to_dict
 from service.pipeline.ledger_service import LedgerService
 from service.pipeline.queries import AsOf, UsageWindow
 from service.settings import Settings
+from tests.helpers import EVENT_TIMES_THAT_DIFFER
 from tests.reference import CREATED, DESTROYED, ReferenceFold, Step, live_at, usage_by_fold
 
 HOOK = "tests.contract.test_properties:prevent_bots"
@@ -248,9 +249,13 @@ async def check(ledger: LedgerService, scenario: Scenario, *, hooked: bool) -> N
     await check_history(ledger, records, session_names, total)
 
     # (d) rebuild reproduces the live projection exactly (the whole database, every namespace).
+    # The connections' event times (for usage) are those of the records at their positions,
+    # on ingest and after the rebuild.
     live = await _projection(ledger)
+    assert await _rows(ledger, EVENT_TIMES_THAT_DIFFER) == []
     assert await ledger.store.rebuild() == total
     assert await _projection(ledger) == live
+    assert await _rows(ledger, EVENT_TIMES_THAT_DIFFER) == []
 
 
 async def check_history(

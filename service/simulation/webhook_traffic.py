@@ -40,6 +40,7 @@ class _Step(NamedTuple):
     joined_ms: int
     at_ms: int
     serial: int
+    key: str  # unique to the seed and the step: where the platform puts an id of its own
 
 
 def _steps(rng: random.Random, seed: int, sessions: int, epoch_ms: int) -> Iterator[_Step]:
@@ -53,20 +54,20 @@ def _steps(rng: random.Random, seed: int, sessions: int, epoch_ms: int) -> Itera
         serial += 1
         index = rng.randrange(sessions)
         members = live[index]
-        room, room_sid = rooms[index], f"RM{seed:x}x{index:06d}"
+        room, room_sid, key = rooms[index], f"RM{seed:x}x{index:06d}", f"{seed:x}x{serial:08d}"
         if rng.random() < 0.05:
-            yield _Step("other", room, room_sid, "", clock, clock, serial)
+            yield _Step("other", room, room_sid, "", clock, clock, serial, key)
         elif members and rng.random() < min(0.9, len(members) / 10):
             connection, joined = members.pop(rng.randrange(len(members)))
-            yield _Step("leave", room, room_sid, connection, joined, clock, serial)
+            yield _Step("leave", room, room_sid, connection, joined, clock, serial, key)
         else:
-            connection = f"PA{seed:x}x{serial:08d}"
+            connection = f"PA{key}"
             members.append((connection, clock))
-            yield _Step("join", room, room_sid, connection, clock, clock, serial)
+            yield _Step("join", room, room_sid, connection, clock, clock, serial, key)
 
 
 def _livekit(step: _Step, rng: random.Random, settings: Settings, now: Callable[[], float]) -> WebhookRequest:
-    body: dict[str, Any] = {"id": f"EV_{step.serial}", "createdAt": str(step.at_ms // 1000)}
+    body: dict[str, Any] = {"id": f"EV_{step.key}", "createdAt": str(step.at_ms // 1000)}
     body["room"] = {"sid": step.room_sid, "name": step.room}
     if step.kind == "other":
         body["event"] = "room_started"

@@ -5,6 +5,7 @@ decodes under the contract's rules."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -25,6 +26,7 @@ from service.platforms import agora, livekit, twilio
 from service.platforms.escaping import escape_session_id, unescape_session_id
 from service.platforms.signatures import BadSignature
 from service.settings import load_settings
+from service.simulation.webhook_traffic import webhook_requests
 
 KEY, SECRET = "APIkey123", "livekit-secret-of-at-least-32-bytes"
 # Every DisconnectReason LiveKit sends, and the native reason it becomes.
@@ -412,3 +414,37 @@ def test_a_platform_secret_without_what_it_needs_is_a_configuration_error(
         load_settings(**given)
     complete = load_settings(twilio_auth_token="t", public_url="https://ledger.example.com")
     assert complete.public_url == "https://ledger.example.com"
+
+
+@pytest.mark.parametrize("platform", ["livekit", "twilio", "agora"])
+def test_simulated_traffic_of_two_seeds_shares_no_event_id(platform: str) -> None:
+    """Two `connledger simulate --platform` runs with different seeds are other events: none of
+    them is taken for a retry of the other's (same id) or refused as one with another body."""
+    settings = load_settings(
+        livekit_api_key="APIkey",
+        livekit_api_secret="a-livekit-secret-0123456789abcdef",
+        twilio_auth_token="0123456789abcdef0123456789abcdef",
+        public_url="https://ledger.example.com",
+        agora_ncs_secret="an-agora-secret",
+    )
+
+    def ids(seed: int) -> set[str]:
+        requests = webhook_requests(
+            platform, settings, seed=seed, sessions=5, epoch_ms=1_732_700_000_000, now=time.time
+        )
+        found = set()
+        for request in itertools.islice(requests, 200):
+            if platform == "livekit":
+                native = livekit.to_native(request.body)
+            elif platform == "twilio":
+                native = twilio.to_native(request.body, twilio.form(request.body))
+            else:
+                native = agora.to_native(request.body)
+            if not isinstance(native, Ignored):
+                found.add(native["id"])
+        return found
+
+    first, second = ids(1), ids(2)
+    assert len(first) > 100
+    assert len(second) > 100
+    assert not first & second

@@ -38,19 +38,22 @@ def form(raw: bytes) -> Form:
     refused here, so that an unsigned body of any shape is refused for its signature (bytes
     that are not UTF-8 become U+FFFD, which no signature of Twilio's covers).
 
-    What `urllib.parse.parse_qs(text, keep_blank_values=True)` gives, at a third of its cost
-    (a unit test holds the two equal): it was the larger part of what a callback costs more
-    than a native event."""
+    What `urllib.parse.parse_qs(text, keep_blank_values=True)` gives, at a fifth of its cost
+    (a property test holds the two equal): it was the larger part of what a callback costs more
+    than a native event. Most of Twilio's parameters hold nothing escaped, so a pair is looked
+    at once for `+` and `%` and unescaped only when it has either."""
     params: Form = {}
     for pair in raw.decode("utf-8", "replace").split("&"):
         if not pair:
             continue
         name, _, value = pair.partition("=")
-        name = _unescape(name)
-        if name in params:
-            params[name].append(_unescape(value))
+        if "%" in pair or "+" in pair:
+            name, value = _unescape(name), _unescape(value)
+        values = params.get(name)
+        if values is None:
+            params[name] = [value]
         else:
-            params[name] = [_unescape(value)]
+            values.append(value)
     return params
 
 

@@ -60,13 +60,11 @@ from bench.harness.databases import (  # noqa: E402
 )
 from bench.harness.figures import say, table  # noqa: E402
 from bench.harness.service import CONNLEDGER  # noqa: E402
+from bench.harness.traffic import DATA, traffic_file  # noqa: E402
 from service.cli.importer import DEFAULT_BATCH_SIZE  # noqa: E402
 from service.ledger.database import WAL_AUTOCHECKPOINT_PAGES  # noqa: E402
 from service.ledger.records import RECORD_COLUMNS, record_json  # noqa: E402
 from service.ledger.schema import LEDGER_COLUMNS  # noqa: E402
-from service.simulation.traffic import generate  # noqa: E402
-
-DATA = ROOT / "bench" / ".data"
 
 
 @dataclass
@@ -87,28 +85,6 @@ class Step:
     @property
     def rss_mb(self) -> float:
         return max(r.rss_mb for r in self.runs)
-
-
-def input_file(events: int, seed: int) -> Path:
-    """The NDJSON input, generated once and cached (written to a temporary name first, so that
-    an interrupted run leaves no truncated file behind)."""
-    DATA.mkdir(parents=True, exist_ok=True)
-    path = DATA / f"traffic-{events}-seed{seed}.ndjson"
-    if not path.exists():
-        started = time.perf_counter()
-        partial = path.with_suffix(".partial")
-        with partial.open("wb") as out:
-            chunk: list[bytes] = []
-            for line in generate(events, seed=seed):
-                chunk.append(line)
-                if len(chunk) == 10_000:
-                    out.write(b"\n".join(chunk) + b"\n")
-                    chunk.clear()
-            if chunk:
-                out.write(b"\n".join(chunk) + b"\n")
-        partial.rename(path)
-        say(f"generated {path.name} in {time.perf_counter() - started:.1f} s")
-    return path
 
 
 class Backend:
@@ -371,7 +347,7 @@ def main() -> None:
     parser.add_argument("--verify", action="store_true", help="check replay and rebuild output too")
     args = parser.parse_args()
 
-    path = input_file(args.events, args.seed)
+    path = traffic_file(args.events, args.seed)
     lines = args.events
     results: dict[str, list[Step]] = {}
     with contextlib.ExitStack() as stack:

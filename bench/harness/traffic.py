@@ -1,5 +1,6 @@
-"""Generated traffic (service.simulation.traffic, decoded by the service's own decoder) and
-its publishing into JetStream: all at once, or paced from a child process."""
+"""Generated traffic (service.simulation.traffic, decoded by the service's own decoder): as
+NDJSON files cached under bench/.data/, or published into JetStream, all at once or paced from
+a child process."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ import uvloop
 from nats.aio.client import Client
 
 from bench.harness.databases import postgres_if_needed
+from bench.harness.figures import say
 from service.events import Event, decode
 from service.settings import Settings
 from service.simulation.traffic import generate
 
 __all__ = [
+    "DATA",
     "DEFAULTS",
     "Traffic",
     "make_traffic",
@@ -34,6 +37,7 @@ __all__ = [
     "publish_rate",
     "run_in_folder",
     "run_loop",
+    "traffic_file",
     "warm_up",
 ]
 
@@ -41,6 +45,32 @@ __all__ = [
 # none of them either): stream name, subject prefix.
 DEFAULTS = Settings.model_construct()
 T = TypeVar("T")
+# Generated inputs and the benchmarks' SQLite files (git-ignored).
+DATA = Path(__file__).resolve().parents[1] / ".data"
+
+
+def traffic_file(events: int, seed: int, sessions: int | None = None) -> Path:
+    """`events` generated NDJSON lines (over `sessions` sessions; by default the generator's
+    own, one for every 200 events), written once and cached under DATA: to a temporary name
+    first, so that an interrupted run leaves no truncated file behind."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    spread = "" if sessions is None else f"-sessions{sessions}"
+    path = DATA / f"traffic-{events}-seed{seed}{spread}.ndjson"
+    if not path.exists():
+        started = time.perf_counter()
+        partial = path.with_suffix(".partial")
+        with partial.open("wb") as out:
+            chunk: list[bytes] = []
+            for line in generate(events, seed=seed, sessions=sessions):
+                chunk.append(line)
+                if len(chunk) == 10_000:
+                    out.write(b"\n".join(chunk) + b"\n")
+                    chunk.clear()
+            if chunk:
+                out.write(b"\n".join(chunk) + b"\n")
+        partial.rename(path)
+        say(f"generated {path.name} in {time.perf_counter() - started:.1f} s")
+    return path
 
 
 @dataclass

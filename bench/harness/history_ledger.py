@@ -34,6 +34,7 @@ __all__ = [
     "BIG_SESSION",
     "Fold",
     "HistoryLedger",
+    "event_span",
     "history_file",
     "imported_ledger",
     "replay_lines",
@@ -107,6 +108,16 @@ def history_file(events: int, seed: int, sessions: int, live: int = 1000, churn:
     partial.rename(path)
     say(f"wove {BIG_SESSION} into {path.name} in {time.perf_counter() - started:.1f} s")
     return path
+
+
+def event_span(path: Path) -> tuple[int, int]:
+    """The first and the last event time of an input (ms): its first line's, and the latest of
+    its last lines' (events arrive a little out of order)."""
+    with path.open("rb") as lines:
+        first = int(orjson.loads(lines.readline())["timestamp"])
+        lines.seek(max(0, path.stat().st_size - 100_000))
+        tail = lines.read().splitlines()[1:]
+    return first, max(int(orjson.loads(line)["timestamp"]) for line in tail)
 
 
 @dataclass

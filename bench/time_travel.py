@@ -11,7 +11,8 @@ The ledger, per backend, in a fresh database (untimed): --events generated event
 whose 1,000 connections join over the first tenth of the ledger, after which one leaves and a
 newcomer joins 1,000 times: it holds 999 or 1,000 connections at nearly any position, 1,000 at
 the end. The file is cached under bench/.data/; `connledger import` writes it into the
-database, and `connledger serve` (with a nats-server of its own) answers.
+database, and `connledger serve` (with a nats-server of its own) answers, once its relay has
+published the imported ledger to NATS.
 
 For each query, one client (on uvloop) sends --rate requests/s of it (connection sets:
 --set-rate) and as many of its baseline, taking turns, for --seconds after an untimed --warmup,
@@ -247,6 +248,8 @@ async def bench_backend(
         async with NatsServer(work / "nats") as server:
             service = Service(server.url, ledger.url, work, "FULL", None, {"LEDGER_HOOKS": ""})
             async with running_service(service):
+                relaying = await service.relayed(ledger.head)
+                say(f"  {name}: the service relayed the ledger to NATS in {relaying:.1f} s (untimed)")
                 nc = await nats.connect(server.url)
                 http = HttpClient(service.http_url)
                 client = Queries(http, nc)

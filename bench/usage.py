@@ -24,7 +24,8 @@ count; and `connledger usage --from F --to T` (a --window-minutes window of the 
 time) gives, for --verify sessions and the big one, exactly what `GET
 /v1/sessions/{id}/usage?from=F&to=T` answers.
 
-Then, with `connledger serve` on the ledger (a nats-server of its own), one client (on uvloop)
+Then, with `connledger serve` on the ledger (a nats-server of its own; once its relay has
+published the imported ledger to NATS), one client (on uvloop)
 sends --rate requests/s of each of: the usage of a random session over a random window of
 --window-minutes, the big session's usage over the same kind of window, and the count of a
 random session (the baseline: the cheapest answer the service has), taking turns, each without
@@ -224,6 +225,8 @@ async def bench_backend(name: str, args: argparse.Namespace, folder: Path, admin
         async with NatsServer(work / "nats") as server:
             service = Service(server.url, ledger.url, work, "FULL", None, {"LEDGER_HOOKS": ""})
             async with running_service(service):
+                relaying = await service.relayed(ledger.head)
+                say(f"  {name}: the service relayed the ledger to NATS in {relaying:.1f} s (untimed)")
                 http = HttpClient(service.http_url)
                 try:
                     head = orjson.loads(await http.get(f"/v1/sessions/{BIG_SESSION}/count"))

@@ -184,6 +184,18 @@ class Service:
     async def metrics(self) -> Samples:
         return await scrape(self.http_url)
 
+    async def relayed(self, position: int, within: float = 600) -> float:
+        """Wait until the relay has published records up to `position` to the LEDGER stream (a
+        service started on a ledger it has not relayed yet publishes it all first: work that
+        would otherwise fall into whatever is measured next); the seconds it took."""
+        started = now()
+        while value(await self.metrics(), "ledger_relay_position") < position:
+            self.check()
+            if now() - started > within:
+                raise RuntimeError(f"the relay did not reach position {position} within {within:.0f} s")
+            await asyncio.sleep(0.2)
+        return now() - started
+
     async def ingest_counts(self, messages: int = 0, within: float = 10) -> tuple[float, float]:
         """(batches, messages) ingest has acknowledged, from /metrics; with `messages`, waited
         for until that many are (the last batch's ack may follow the head it made)."""

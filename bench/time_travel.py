@@ -57,7 +57,9 @@ from bench.harness.history_ledger import (  # noqa: E402
     BIG_SESSION,
     Fold,
     HistoryLedger,
-    history_file,
+    add_ledger_arguments,
+    describe,
+    history_file_of,
     imported_ledger,
     replay_lines,
 )
@@ -273,9 +275,7 @@ async def bench_backend(
 async def amain(
     args: argparse.Namespace, folder: Path, admin_url: str
 ) -> dict[str, tuple[list[dict[str, Figures]], int, int, HistoryLedger]]:
-    path = await asyncio.to_thread(
-        history_file, args.events, args.seed, args.sessions, args.big_live, args.big_churn
-    )
+    path = await asyncio.to_thread(history_file_of, args)
     results = {}
     for name in backend_names(args.backend):
         results[name] = await bench_backend(name, args, folder, admin_url, path)
@@ -290,9 +290,7 @@ def report(
     print(f"\n{command}")
     some = next(iter(results.values()))[3]
     print(
-        f"time travel on a ledger of {some.head:,} records ({some.lines:,} lines imported: "
-        f"{args.events:,} generated events over {args.sessions:,} sessions, and {BIG_SESSION}'s "
-        f"{args.big_live + 2 * args.big_churn:,}); requests/s as of P and as many for now: "
+        f"time travel on {describe(some, args)}; requests/s as of P and as many for now: "
         f"count {args.rate:g}, connection set {args.set_rate:g}; {args.seconds:g} s a window, "
         f"medians of {args.repeat}, on {os.cpu_count()} cores\n"
     )
@@ -364,13 +362,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_database_arguments(parser)
-    parser.add_argument("--events", type=int, default=1_000_000, help="generated events")
-    parser.add_argument("--sessions", type=int, default=5000, help="sessions the generated events fall into")
-    parser.add_argument("--big-live", type=int, default=1000, help="the big session's connections")
-    parser.add_argument(
-        "--big-churn", type=int, default=1000, help="times one of them leaves and a newcomer joins"
-    )
-    parser.add_argument("--seed", type=int, default=0)
+    add_ledger_arguments(parser)
     parser.add_argument(
         "--rate", type=float, default=200, help="count requests/s as of P, and as many for now"
     )

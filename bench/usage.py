@@ -62,8 +62,10 @@ from bench.harness.figures import Figures, median_figures, say, table, verdict  
 from bench.harness.history_ledger import (  # noqa: E402
     BIG_SESSION,
     HistoryLedger,
+    add_ledger_arguments,
+    describe,
     event_span,
-    history_file,
+    history_file_of,
     imported_ledger,
 )
 from bench.harness.nats_server import NatsServer  # noqa: E402
@@ -246,9 +248,7 @@ async def bench_backend(name: str, args: argparse.Namespace, folder: Path, admin
 
 
 async def amain(args: argparse.Namespace, folder: Path, admin_url: str) -> dict[str, Any]:
-    path = await asyncio.to_thread(
-        history_file, args.events, args.seed, args.sessions, args.big_live, args.big_churn
-    )
+    path = await asyncio.to_thread(history_file_of, args)
     return {
         name: await bench_backend(name, args, folder, admin_url, path) for name in backend_names(args.backend)
     }
@@ -258,9 +258,7 @@ def report(results: dict[str, Any], args: argparse.Namespace, command: str) -> i
     print(f"\n{command}")
     some = next(iter(results.values()))[1]
     print(
-        f"usage on a ledger of {some.head:,} records ({some.lines:,} lines imported: {args.events:,} "
-        f"generated events over {args.sessions:,} sessions, and {BIG_SESSION}'s "
-        f"{args.big_live + 2 * args.big_churn:,}); HTTP: usage windows of {args.window_minutes} "
+        f"usage on {describe(some, args)}; HTTP: usage windows of {args.window_minutes} "
         f"minutes, {args.seconds:g} s of requests a session; medians of {args.repeat}, on "
         f"{os.cpu_count()} cores\n"
     )
@@ -344,13 +342,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_database_arguments(parser)
-    parser.add_argument("--events", type=int, default=1_000_000, help="generated events")
-    parser.add_argument("--sessions", type=int, default=5000, help="sessions the generated events fall into")
-    parser.add_argument("--big-live", type=int, default=1000, help="the big session's connections")
-    parser.add_argument(
-        "--big-churn", type=int, default=1000, help="times one of them leaves and a newcomer joins"
-    )
-    parser.add_argument("--seed", type=int, default=0)
+    add_ledger_arguments(parser)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each command and HTTP window")
     parser.add_argument(
         "--rate", type=float, default=100, help="HTTP usage requests/s of a random session, and counts"

@@ -11,6 +11,7 @@ before them. The file is written once and cached beside the traffic it is made o
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -34,8 +35,11 @@ __all__ = [
     "BIG_SESSION",
     "Fold",
     "HistoryLedger",
+    "add_ledger_arguments",
+    "describe",
     "event_span",
     "history_file",
+    "history_file_of",
     "imported_ledger",
     "replay_lines",
 ]
@@ -108,6 +112,32 @@ def history_file(events: int, seed: int, sessions: int, live: int = 1000, churn:
     partial.rename(path)
     say(f"wove {BIG_SESSION} into {path.name} in {time.perf_counter() - started:.1f} s")
     return path
+
+
+def add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
+    """The shape of the ledger a script asks about: generated events, their sessions, the big
+    session's connections and churn, the seed."""
+    parser.add_argument("--events", type=int, default=1_000_000, help="generated events")
+    parser.add_argument("--sessions", type=int, default=5000, help="sessions the generated events fall into")
+    parser.add_argument("--big-live", type=int, default=1000, help="the big session's connections")
+    parser.add_argument(
+        "--big-churn", type=int, default=1000, help="times one of them leaves and a newcomer joins"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def history_file_of(args: argparse.Namespace) -> Path:
+    """history_file of the shape add_ledger_arguments parsed."""
+    return history_file(args.events, args.seed, args.sessions, args.big_live, args.big_churn)
+
+
+def describe(ledger: HistoryLedger, args: argparse.Namespace) -> str:
+    """The ledger in a summary's heading."""
+    return (
+        f"a ledger of {ledger.head:,} records ({ledger.lines:,} lines imported: {args.events:,} "
+        f"generated events over {args.sessions:,} sessions, and {BIG_SESSION}'s "
+        f"{args.big_live + 2 * args.big_churn:,})"
+    )
 
 
 def event_span(path: Path) -> tuple[int, int]:
